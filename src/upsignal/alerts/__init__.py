@@ -1,0 +1,1 @@
+"""Alerts: tier transitions and their delivery to destinations."""

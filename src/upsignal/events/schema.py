@@ -1,0 +1,193 @@
+"""The Segment message spec as pydantic models, and the row each message becomes.
+
+Only the fields upsignal reads are declared; any other top-level field is kept
+by pydantic (``extra="allow"``) and dropped when the row is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from upsignal.errors import InvalidEventError
+
+# Segment's HTTP tracking API rejects events over 32 KB.
+MAX_EVENT_BYTES = 32 * 1024
+MESSAGE_TYPES = ("track", "identify", "group", "alias", "page", "screen")
+DEFAULT_FUTURE_TOLERANCE = timedelta(hours=1)
+
+Id = str | None
+
+
+class Message(BaseModel):
+    """One Segment message of any type; per-type requirements are checked after parsing."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, str_max_length=8192)
+
+    type: Literal["track", "identify", "group", "alias", "page", "screen"]
+    messageId: Id = Field(default=None, min_length=1, max_length=256)
+    userId: Id = Field(default=None, max_length=256)
+    anonymousId: Id = Field(default=None, max_length=256)
+    event: Id = None
+    name: Id = None
+    groupId: Id = Field(default=None, max_length=256)
+    previousId: Id = Field(default=None, max_length=256)
+    timestamp: datetime | None = None
+    originalTimestamp: datetime | None = None
+    sentAt: datetime | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_type_requirements(self) -> Message:
+        if self.userId == "":
+            self.userId = None
+        if self.anonymousId == "":
+            self.anonymousId = None
+        if self.userId is None and self.anonymousId is None:
+            raise ValueError("userId or anonymousId is required")
+        if self.type == "track" and not (self.event and self.event.strip()):
+            raise ValueError("event is required for track messages")
+        if self.type == "group" and not self.groupId:
+            raise ValueError("groupId is required for group messages")
+        if self.type == "alias" and not (self.previousId and self.userId):
+            raise ValueError("previousId and userId are required for alias messages")
+        return self
+
+
+def _as_utc(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC; aware ones are converted. Returns naive UTC."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def deterministic_message_id(record: dict[str, Any]) -> str:
+    """Derive a messageId from a record's content, so re-importing it dedupes."""
+    digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return "content-" + digest[:32]
+
+
+def _describe_validation_error(error: pydantic.ValidationError) -> InvalidEventError:
+    first = error.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"])
+    value = first.get("input")
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    if field:
+        message = f"field '{field}': {first['msg']} (got {shown})"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "missing":
+        message = f"field '{field}' is missing"
+    return InvalidEventError(message, field=field, value=value)
+
+
+def parse_message(record: Any) -> Message:
+    """Validate one decoded JSON record, raising InvalidEventError naming field and value."""
+    if not isinstance(record, dict):
+        raise InvalidEventError(
+            f"a message must be a JSON object, got {type(record).__name__}", value=record
+        )
+    try:
+        return Message.model_validate(record)
+    except pydantic.ValidationError as error:
+        raise _describe_validation_error(error) from None
+
+
+def event_timestamp(
+    message: Message,
+    received_at: datetime,
+    future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
+    clamp_future: bool = False,
+) -> tuple[datetime, bool]:
+    """Return the message's UTC timestamp, corrected for client clock skew, and whether it was clamped.
+
+    With ``sentAt`` present, the device clock's offset is removed:
+    ``timestamp = receivedAt - (sentAt - timestamp)``. A result beyond
+    ``received_at + future_tolerance`` is clamped to ``received_at`` when
+    ``clamp_future`` (live ingest), else rejected (file import).
+    """
+    received_at = _as_utc(received_at)
+    happened = message.timestamp or message.originalTimestamp
+    if happened is None:
+        raise InvalidEventError("field 'timestamp' is missing", field="timestamp")
+    happened = _as_utc(happened)
+    if message.sentAt is not None:
+        happened = received_at - (_as_utc(message.sentAt) - happened)
+    if happened > received_at + future_tolerance:
+        if clamp_future:
+            return received_at, True
+        raise InvalidEventError(
+            f"field 'timestamp': {happened.isoformat()}Z is in the future"
+            f" (more than {future_tolerance} after {received_at.isoformat()}Z)",
+            field="timestamp",
+            value=happened.isoformat(),
+        )
+    return happened, False
+
+
+def _json_or_none(value: dict[str, Any] | None) -> str | None:
+    return None if not value else orjson.dumps(value, default=str).decode()
+
+
+def to_row(
+    message: Message,
+    message_id: str,
+    timestamp: datetime,
+    clamped: bool,
+    received_at: datetime,
+    source: str | None,
+) -> tuple[Any, ...]:
+    """Build the events-table row for a validated message (column order of EVENT_COLUMNS)."""
+    context = message.context or {}
+    group_id = message.groupId
+    if group_id is None and isinstance(context.get("groupId"), (str, int)):
+        group_id = str(context["groupId"])
+    return (
+        message_id,
+        message.type,
+        message.event,
+        message.name,
+        message.userId,
+        message.anonymousId,
+        group_id,
+        message.previousId,
+        timestamp,
+        _as_utc(received_at),
+        _json_or_none(message.properties),
+        _json_or_none(message.traits),
+        _json_or_none(message.context),
+        source,
+        clamped,
+    )
+
+
+EVENT_COLUMNS = (
+    "message_id",
+    "type",
+    "event",
+    "name",
+    "user_id",
+    "anonymous_id",
+    "group_id",
+    "previous_id",
+    "timestamp",
+    "received_at",
+    "properties",
+    "traits",
+    "context",
+    "source",
+    "timestamp_clamped",
+)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
