@@ -86,10 +86,18 @@ SELECT user_id, email, name,
 FROM domains
 """
 
+# Group traits merge per trait, as in Segment's group spec. A later group call
+# updates the traits it names and keeps the others.
 ACCOUNTS_SQL = """
-WITH group_traits AS (
-  SELECT group_id, ARG_MAX(traits, timestamp) AS traits
-  FROM events WHERE type = 'group' AND traits IS NOT NULL
+WITH trait_values AS (
+  SELECT e.group_id, t.key, ARG_MAX(t.value, e.timestamp) AS value
+  FROM events AS e, json_each(e.traits) AS t
+  WHERE e.type = 'group' AND e.traits IS NOT NULL
+  GROUP BY e.group_id, t.key
+),
+group_traits AS (
+  SELECT group_id, json_group_object(key, value) AS traits
+  FROM trait_values
   GROUP BY group_id
 ),
 members AS (
