@@ -13,7 +13,7 @@ from upsignal.store import Store
 
 log = logging.getLogger(__name__)
 
-_ARROW_SCHEMA = pa.schema(
+ARROW_SCHEMA = pa.schema(
     [
         ("message_id", pa.string()),
         ("type", pa.string()),
@@ -47,19 +47,16 @@ class EventWriter:
         self.store = store
 
     def write(self, rows: list[tuple[Any, ...]], rejected: int = 0) -> WriteResult:
-        """Insert rows whose messageId is new; count the rest as duplicates.
+        """Insert rows (in EVENT_COLUMNS order) whose messageId is new; see ``write_table``."""
+        return self.write_table(rows_to_table(rows), rejected)
 
-        ``rejected`` is added to the store's rejected-message counter in the
-        same transaction, so the counters never drift from the events.
+    def write_table(self, batch: pa.Table, rejected: int = 0) -> WriteResult:
+        """Insert a batch whose messageIds are new and count the rest as duplicates.
+
+        Duplicates within the batch are stored once too. ``rejected`` is added to
+        the store's rejected-message counter in the same transaction, so the
+        counters never drift from the events.
         """
-        unique: dict[str, tuple[Any, ...]] = {}
-        for row in rows:
-            unique.setdefault(row[0], row)
-        columns = list(zip(*unique.values())) if unique else [[] for _ in EVENT_COLUMNS]
-        batch = pa.Table.from_arrays(
-            [pa.array(column, type=field.type) for column, field in zip(columns, _ARROW_SCHEMA)],
-            schema=_ARROW_SCHEMA,
-        )
         conn = self.store.conn
         with self.store.transaction():
             inserted = 0
@@ -71,7 +68,7 @@ class EventWriter:
                     ).fetchone()[0]
                 finally:
                     conn.unregister("incoming_events")
-            duplicates = len(rows) - inserted
+            duplicates = len(batch) - inserted
             if duplicates or rejected:
                 conn.execute(
                     "UPDATE ingest_counters SET value = value + CASE name"
@@ -79,3 +76,12 @@ class EventWriter:
                     [duplicates, rejected],
                 )
         return WriteResult(inserted=inserted, duplicates=duplicates)
+
+
+def rows_to_table(rows: list[tuple[Any, ...]]) -> pa.Table:
+    """Turn event rows (tuples in EVENT_COLUMNS order) into an Arrow table for ``write_table``."""
+    columns = list(zip(*rows)) if rows else [[] for _ in EVENT_COLUMNS]
+    return pa.Table.from_arrays(
+        [pa.array(column, type=field.type) for column, field in zip(columns, ARROW_SCHEMA)],
+        schema=ARROW_SCHEMA,
+    )
