@@ -40,6 +40,7 @@ class Message(BaseModel):
     timestamp: datetime | None = None
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
+    receivedAt: datetime | None = None
     properties: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
@@ -111,17 +112,28 @@ def event_timestamp(
     """Return the message's UTC timestamp, corrected for client clock skew, and whether it was clamped.
 
     With ``sentAt`` present, the device clock's offset is removed:
-    ``timestamp = receivedAt - (sentAt - timestamp)``. A result beyond
-    ``received_at + future_tolerance`` is clamped to ``received_at`` when
-    ``clamp_future`` (live ingest), else rejected (file import).
+    ``timestamp = receivedAt - (sentAt - timestamp)``, where receivedAt is
+    the record's own ``receivedAt`` if it has one, else ``received_at``. A
+    record with its own ``receivedAt`` and ``timestamp`` (a Segment export)
+    was corrected by the collector that received it, so its ``timestamp``
+    is kept as is. A result beyond ``received_at + future_tolerance`` is
+    clamped to ``received_at`` when ``clamp_future`` (live ingest), else
+    rejected (file import).
+
+    NOTE: a file record with ``sentAt`` but no ``receivedAt`` is corrected
+    against ``received_at``, the import time, which moves it to that time.
     """
     received_at = _as_utc(received_at)
-    happened = message.timestamp or message.originalTimestamp
-    if happened is None:
-        raise InvalidEventError("field 'timestamp' is missing", field="timestamp")
-    happened = _as_utc(happened)
-    if message.sentAt is not None:
-        happened = received_at - (_as_utc(message.sentAt) - happened)
+    if message.receivedAt is not None and message.timestamp is not None:
+        happened = _as_utc(message.timestamp)
+    else:
+        happened = message.timestamp or message.originalTimestamp
+        if happened is None:
+            raise InvalidEventError("field 'timestamp' is missing", field="timestamp")
+        happened = _as_utc(happened)
+        if message.sentAt is not None:
+            collected_at = _as_utc(message.receivedAt) if message.receivedAt else received_at
+            happened = collected_at - (_as_utc(message.sentAt) - happened)
     if happened > received_at + future_tolerance:
         if clamp_future:
             return received_at, True
