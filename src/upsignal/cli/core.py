@@ -266,3 +266,20 @@ def stats(db: DbOption = None, json_output: JsonOption = False) -> None:
         return
     for name, value in figures.items():
         stdout.print(f"{name:>10}: {value:,}")
+
+
+@app.command()
+def schema(
+    kind: Annotated[str, typer.Argument(help="model (the scoring model YAML) or project (upsignal.yaml).")],
+) -> None:
+    """Print the JSON Schema of the model file or the project file, for editors and CI checks.
+
+    Example: upsignal schema model > model.schema.json
+    """
+    from upsignal.config import ProjectConfig
+    from upsignal.signals.model import model_json_schema
+
+    if kind not in ("model", "project"):
+        raise typer.BadParameter(f"{kind!r} is not one of model, project", param_hint="KIND")
+    document = model_json_schema() if kind == "model" else ProjectConfig.model_json_schema()
+    print_json(document)

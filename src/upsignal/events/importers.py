@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Format = Literal["jsonl", "csv", "parquet"]
 CHUNK_SIZE = 50_000
+BLOCK_BYTES = 8 * 1024 * 1024
 MAX_KEPT_ERRORS = 1000
 # Below this size, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
@@ -103,21 +104,51 @@ def _shorten(raw: bytes | str) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _read_jsonl(handle: io.BufferedReader) -> Iterator[SourceRecord]:
-    for number, line in enumerate(handle, start=1):
-        if number == 1 and line.startswith(b"\xef\xbb\xbf"):
-            line = line[3:]
-        line = line.rstrip(b"\r\n")
-        if not line.strip():
+@dataclass(frozen=True)
+class _JsonlBlock:
+    """Whole lines of a JSON lines file, starting at line ``first_line``.
+
+    Workers receive blocks rather than single lines, so the main process
+    neither splits nor pickles line by line.
+    """
+
+    first_line: int
+    data: bytes
+
+    def records(self) -> Iterator[SourceRecord]:
+        lines = self.data.split(b"\n")
+        if lines and not lines[-1]:
+            lines.pop()
+        for number, line in enumerate(lines, start=self.first_line):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            line = line.rstrip(b"\r")
+            if not line.strip():
+                continue
+            if len(line) > MAX_EVENT_BYTES:
+                error = InvalidEventError(
+                    f"event is {len(line)} bytes, over the {MAX_EVENT_BYTES}-byte limit per event",
+                    value=len(line),
+                )
+                yield number, error, _shorten(line)
+                continue
+            yield number, line, ""
+
+
+def _jsonl_blocks(handle: io.BufferedReader) -> Iterator[_JsonlBlock]:
+    """Cut a JSON lines file into blocks of about BLOCK_BYTES that end on a line end."""
+    first_line, pending = 1, b""
+    while data := handle.read(BLOCK_BYTES):
+        data = pending + data
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            pending = data
             continue
-        if len(line) > MAX_EVENT_BYTES:
-            error = InvalidEventError(
-                f"event is {len(line)} bytes, over the {MAX_EVENT_BYTES}-byte limit per event",
-                value=len(line),
-            )
-            yield number, error, _shorten(line)
-            continue
-        yield number, line, ""
+        block, pending = data[:cut], data[cut:]
+        yield _JsonlBlock(first_line, block)
+        first_line += block.count(b"\n")
+    if pending:
+        yield _JsonlBlock(first_line, pending)
 
 
 def _parse_json_line(line: bytes) -> Any:
@@ -191,18 +222,22 @@ class _ChunkSettings:
     future_tolerance: timedelta
 
 
-def _validate_chunk(settings: _ChunkSettings, records: list[SourceRecord]) -> tuple[pa.Table, list[Rejection]]:
+Chunk = _JsonlBlock | list[SourceRecord]
+
+
+def _validate_chunk(settings: _ChunkSettings, chunk: Chunk) -> tuple[pa.Table, list[Rejection]]:
     """Validate a chunk of source records into an Arrow batch of event rows and a list of rejections."""
     # The loop allocates millions of short-lived objects and no reference cycles;
     # pausing the cycle collector makes validation about three times faster.
     gc.disable()
     try:
+        records = chunk.records() if isinstance(chunk, _JsonlBlock) else chunk
         return _validate_records(settings, records)
     finally:
         gc.enable()
 
 
-def _validate_records(settings: _ChunkSettings, records: list[SourceRecord]) -> tuple[pa.Table, list[Rejection]]:
+def _validate_records(settings: _ChunkSettings, records: Iterator[SourceRecord]) -> tuple[pa.Table, list[Rejection]]:
     rows, rejections = [], []
     for number, record, raw in records:
         try:
@@ -226,7 +261,11 @@ def _validate_records(settings: _ChunkSettings, records: list[SourceRecord]) -> 
     return rows_to_table(rows), rejections
 
 
-def _chunks(records: Iterator[SourceRecord]) -> Iterator[list[SourceRecord]]:
+def _chunks(path: Path, file_format: Format, handle: io.BufferedReader) -> Iterator[Chunk]:
+    if file_format == "jsonl":
+        yield from _jsonl_blocks(handle)
+        return
+    records = _read_csv(handle) if file_format == "csv" else _read_parquet(path)
     chunk: list[SourceRecord] = []
     for record in records:
         chunk.append(record)
@@ -238,31 +277,23 @@ def _chunks(records: Iterator[SourceRecord]) -> Iterator[list[SourceRecord]]:
 
 
 def _validated_chunks(
-    settings: _ChunkSettings, records: Iterator[SourceRecord], workers: int
+    settings: _ChunkSettings, chunks: Iterator[Chunk], workers: int
 ) -> Iterator[tuple[pa.Table, list[Rejection]]]:
     """Validate chunks in file order, in ``workers`` processes when more than one."""
     if workers <= 1:
-        for chunk in _chunks(records):
+        for chunk in chunks:
             yield _validate_chunk(settings, chunk)
         return
     # spawn, not fork: the parent holds a DuckDB connection whose threads must not be copied.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: deque[concurrent.futures.Future] = deque()
-        for chunk in _chunks(records):
+        for chunk in chunks:
             pending.append(pool.submit(_validate_chunk, settings, chunk))
             if len(pending) > 2 * workers:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def _records(path: Path, file_format: Format, handle: io.BufferedReader) -> Iterator[SourceRecord]:
-    if file_format == "jsonl":
-        return _read_jsonl(handle)
-    if file_format == "csv":
-        return _read_csv(handle)
-    return _read_parquet(path)
 
 
 def import_file(
@@ -293,8 +324,8 @@ def import_file(
     settings = _ChunkSettings(mapping, str(path), utc_now(), future_tolerance)
     writer = EventWriter(store)
     with path.open("rb") as handle:
-        records = _records(path, file_format, handle)
-        for batch, rejections in _validated_chunks(settings, records, workers):
+        chunks = _chunks(path, file_format, handle)
+        for batch, rejections in _validated_chunks(settings, chunks, workers):
             for rejection in rejections:
                 report.reject(rejection)
             result = writer.write_table(batch, rejected=len(rejections))
