@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -16,7 +17,7 @@ from typing import Protocol
 from upsignal.alerts.transitions import record_transitions
 from upsignal.events.schema import utc_now
 from upsignal.scoring.tiers import tier_sql
-from upsignal.signals.compiler import literal, points_columns, signal_columns
+from upsignal.signals.compiler import compile_scoring_query, literal, points_columns, signal_columns
 from upsignal.signals.engines import DuckDBEngine
 from upsignal.signals.model import ScoringModel
 from upsignal.store import Store
@@ -89,22 +90,34 @@ def update_state(store: Store, run_id: int, as_of: datetime) -> None:
     )
 
 
+@contextlib.contextmanager
+def _subset_scores(model: ScoringModel, as_of: datetime, accounts: str) -> Iterator[str]:
+    yield f"({compile_scoring_query(model, as_of, accounts=accounts)})"
+
+
 def score_accounts(
     store: Store,
     model: ScoringModel,
     yaml_text: str,
     as_of: datetime | None = None,
     engine: Engine | None = None,
+    only_accounts: str | None = None,
 ) -> ScoreRun:
     """Score all resolved accounts as of a time (default: now) and store the run.
 
     The engine (default: DuckDB in the store itself) computes the scores; the
     snapshot, transitions and account state are always written to the store.
+    ``only_accounts`` names a table with an ``account_id`` column to score only
+    those accounts, in the store's own DuckDB; the stored state of every other
+    account stays as it was.
     """
     as_of = as_of or utc_now()
     engine = engine or DuckDBEngine()
+    if only_accounts is not None and engine.name != DuckDBEngine.name:
+        raise ValueError(f"scoring a subset of accounts needs the duckdb engine, not {engine.name}")
     started = time.perf_counter()
-    with engine.scores(model, as_of) as source, store.transaction():
+    scores = engine.scores(model, as_of) if only_accounts is None else _subset_scores(model, as_of, only_accounts)
+    with scores as source, store.transaction():
         store_model(store, model, yaml_text)
         run_id = store.scalar("SELECT nextval('score_run_ids')")
         store.conn.execute(

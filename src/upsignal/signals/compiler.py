@@ -165,11 +165,19 @@ def points_columns(model: ScoringModel) -> list[str]:
     return [POINTS_PREFIX + rule.name for rule in [*model.rules, *model.fit]]
 
 
-def compile_scoring_query(model: ScoringModel, as_of: datetime, dialect: str = "duckdb") -> str:
+def compile_scoring_query(
+    model: ScoringModel, as_of: datetime, dialect: str = "duckdb", accounts: str | None = None
+) -> str:
     """Return the SQL that computes every account's signals, points and score as of a time.
 
     It reads the tables ``events``, ``user_keys`` and ``accounts`` (see the store schema).
+    ``accounts`` names a table or view with an ``account_id`` column: the query
+    then scores only those accounts, with the same values a full query gives them.
     """
+    only_events = only_accounts = ""
+    if accounts is not None:
+        only_events = f" AND k.account_id IN (SELECT account_id FROM {accounts})"
+        only_accounts = f"\n  WHERE a.account_id IN (SELECT account_id FROM {accounts})"
     aggregates, earliest = [], as_of
     for name, signal in model.signals.items():
         if not isinstance(signal, AGGREGATE_TYPES):
@@ -203,7 +211,7 @@ WITH resolved AS (
          e.timestamp, e.properties
   FROM events AS e
   JOIN user_keys AS k ON k.user_key = COALESCE(e.user_id, 'anon:' || e.anonymous_id)
-  WHERE e.timestamp >= {literal(earliest)} AND e.timestamp <= {literal(as_of)}
+  WHERE e.timestamp >= {literal(earliest)} AND e.timestamp <= {literal(as_of)}{only_events}
 ),
 aggregated AS (
   SELECT
@@ -214,7 +222,7 @@ aggregated AS (
 filled AS (
   SELECT a.account_id, a.traits{''.join(', ' + column for column in filled)}
   FROM accounts AS a
-  LEFT JOIN aggregated AS g ON g.account_id = a.account_id
+  LEFT JOIN aggregated AS g ON g.account_id = a.account_id{only_accounts}
 ),
 signals AS (
   SELECT *{''.join(', ' + column for column in derived)}

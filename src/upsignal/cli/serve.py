@@ -1,0 +1,47 @@
+"""``upsignal serve``: the ingest API, live scoring and the admin API over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from upsignal.cli.app import DbOption, app
+from upsignal.config import load_project
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option("--host", help="Address to listen on [default: server.host, 127.0.0.1]", show_default=False)] = None,
+    port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="TCP port [default: server.port, 8080]", show_default=False)] = None,
+    model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Model YAML for live scoring [default: the project's model, else the shipped default]", show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Server processes. Only 1 is supported: DuckDB lets one process write the store.")] = 1,
+    no_live_scoring: Annotated[bool, typer.Option("--no-live-scoring", help="Store events without re-scoring touched accounts.")] = False,
+    db: DbOption = None,
+) -> None:
+    """Serve the Segment tracking API (POST /v1/track, /v1/batch, ...), live scoring and the admin API.
+
+    Acknowledged events are committed to the store. Stop with Ctrl-C.
+
+    Example: UPSIGNAL_ADMIN_TOKEN=secret upsignal serve --port 8080
+    """
+    import uvicorn
+
+    from upsignal.server import ServerOptions, create_app
+
+    if workers != 1:
+        raise typer.BadParameter(
+            "only 1 worker is supported: DuckDB allows a single process to write the store file,"
+            " and one process already stores over 50,000 events/s with group commit",
+            param_hint="--workers",
+        )
+    project = load_project()
+    settings = project.server
+    options = ServerOptions(
+        db=db or project.db, model=model or project.model, settings=settings, live_scoring=not no_live_scoring
+    )
+    uvicorn.run(
+        create_app(options), host=host or settings.host, port=port or settings.port,
+        log_level="info", access_log=False, lifespan="on",
+    )

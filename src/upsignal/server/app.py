@@ -1,0 +1,160 @@
+"""The upsignal HTTP server: the Segment tracking endpoints, live scoring and the admin API.
+
+``create_app`` returns an ASGI application. POSTs to the tracking paths go to
+``TrackingAPI`` directly; everything else (admin API, health check, OpenAPI
+spec and docs) goes to a FastAPI application, whose lifespan opens the store
+and starts the ingest writer and the live scorer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+
+from upsignal.config import ServerSettings, secret
+from upsignal.errors import ConfigError
+from upsignal.server.api import router as admin_router
+from upsignal.server.errors import install_error_handlers
+from upsignal.server.keys import active_key_sources
+from upsignal.server.live import LiveScorer
+from upsignal.server.openapi import add_tracking_spec
+from upsignal.server.tracking import TRACKING_PATHS, Receive, Scope, Send, TrackingAPI
+from upsignal.server.writer import GroupCommitWriter
+from upsignal.signals.model import load_model
+from upsignal.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerOptions:
+    """What the server serves: the store, the model live scoring uses, and the project's server settings."""
+
+    db: str | Path | None = None
+    model: str | Path | None = None
+    settings: ServerSettings = field(default_factory=ServerSettings)
+    live_scoring: bool = True
+
+
+class Health(BaseModel):
+    status: str
+    events_stored: int
+    live_passes: int
+
+
+class UpsignalApp:
+    """The ASGI application: tracking endpoints by path, the rest through FastAPI."""
+
+    def __init__(self, options: ServerOptions):
+        self.options = options
+        self.tracking: TrackingAPI | None = None
+        self.fastapi = _build_fastapi(self._lifespan)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and self.tracking is not None:
+            endpoint = TRACKING_PATHS.get(scope["path"])
+            if endpoint is not None:
+                await self.tracking(scope, receive, send, endpoint)
+                return
+        await self.fastapi(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        options, settings = self.options, self.options.settings
+        store = Store(options.db)
+        writer = GroupCommitWriter(store)
+        scorer = None
+        try:
+            if options.live_scoring:
+                model, model_text = load_model(options.model)
+                scorer = LiveScorer(store, model, model_text, settings.scoring_interval_seconds)
+                scorer.prepare()
+            keys = active_key_sources(store)
+            if not keys:
+                log.warning("the store has no write keys, so every tracking request gets 401;"
+                            " create one with 'upsignal keys create SOURCE'")
+            writer.start()
+            if scorer is not None:
+                scorer.start()
+            app.state.store = store
+            app.state.writer = writer
+            app.state.scorer = scorer
+            app.state.admin_token_env = settings.admin_token_env
+            app.state.admin_token = _admin_token(settings.admin_token_env)
+            self.tracking = TrackingAPI(writer, keys, timedelta(seconds=settings.future_tolerance_seconds))
+            log.info("serving store %s with %d write keys", store.path, len(keys))
+            yield
+        finally:
+            self.tracking = None
+            if scorer is not None:
+                scorer.stop()
+            writer.stop()
+            store.close()
+            log.info("stopped serving store %s", store.path)
+
+
+def create_app(options: ServerOptions | None = None) -> UpsignalApp:
+    return UpsignalApp(options or ServerOptions())
+
+
+def _admin_token(variable: str) -> str | None:
+    try:
+        return secret(variable)
+    except ConfigError:
+        log.warning("the admin API is disabled because %s is not set", variable)
+        return None
+
+
+def _version() -> str:
+    try:
+        return metadata.version("upsignal")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def _build_fastapi(lifespan: Any) -> FastAPI:
+    app = FastAPI(
+        title="upsignal",
+        version=_version(),
+        description="Segment-compatible event ingest, live account scoring and the admin API.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(admin_router)
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def health() -> dict[str, Any]:
+        """Report that the server is up, with the events it stored and the live passes it ran."""
+        scorer = app.state.scorer
+        return {"status": "ok", "events_stored": app.state.writer.rows,
+                "live_passes": scorer.passes if scorer is not None else 0}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            app.openapi_schema = _without_422(add_tracking_spec(spec))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _without_422(spec: dict[str, Any]) -> dict[str, Any]:
+    """Drop FastAPI's default 422 responses: validation errors are sent as 400 with the common error body."""
+    for path_item in spec.get("paths", {}).values():
+        for operation in path_item.values():
+            operation.get("responses", {}).pop("422", None)
+    schemas = spec.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+    return spec
