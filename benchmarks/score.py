@@ -102,7 +102,7 @@ def main() -> None:
         for _ in range(args.repeats):
             seconds, run = timed(lambda: score_accounts(store, model, text, AS_OF))
             scoring.append(seconds)
-            seconds, _ = timed(lambda: store.conn.execute(HAND_WRITTEN).to_arrow_table())
+            seconds, _ = timed(lambda: store.conn.sql(HAND_WRITTEN).to_arrow_table())
             hand.append(seconds)
         scored, baseline = statistics.median(scoring), statistics.median(hand)
         ratio = scored / baseline
