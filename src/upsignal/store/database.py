@@ -57,7 +57,13 @@ class Store:
         try:
             self.conn = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as error:
-            raise StoreError(f"cannot open store {self.path}: {error}") from error
+            hint = ""
+            if "lock" in str(error).lower():
+                hint = (
+                    "; another process has it open for writing (an 'upsignal serve' or a running"
+                    " import): stop it, or send events through its HTTP API"
+                )
+            raise StoreError(f"cannot open store {self.path}: {error}{hint}") from error
         self.conn.execute("SET TimeZone = 'UTC'")
         from upsignal.identity.domains import register_functions
 
