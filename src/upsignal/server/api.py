@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -96,4 +96,9 @@ def get_accounts(
 
 
 def _account_json(item: Explanation) -> dict[str, Any]:
-    return item.to_dict()
+    """Return an explanation as JSON-ready data, its naive UTC times marked as UTC."""
+    data = item.to_dict()
+    for name in ("as_of", "tier_since"):
+        if data[name] is not None:
+            data[name] = data[name].replace(tzinfo=UTC)
+    return data

@@ -1,0 +1,124 @@
+"""Durability: SIGKILL the server under load, restart it, and find every acknowledged event stored once."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import httpx
+import orjson
+import pytest
+
+from upsignal.server.keys import create_key
+from upsignal.store import Store
+
+KILLS = 4
+SENDERS = 3
+BATCH = 50
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(db, port: int, project) -> subprocess.Popen:
+    command = [sys.executable, "-c", "from upsignal.cli import main; main()", "serve", "--db", str(db),
+               "--port", str(port)]
+    env = {**os.environ, "UPSIGNAL_PROJECT": str(project)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited during startup: {process.stderr.read().decode()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise TimeoutError("the server did not start within 60 s")
+
+
+class Sender(threading.Thread):
+    """Posts batches of new events until stopped, keeping the messageIds of acknowledged batches."""
+
+    def __init__(self, url: str, key: str):
+        super().__init__(daemon=True)
+        self.url = url
+        self.headers = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+        self.acknowledged: list[str] = []
+        self.last_batch: bytes | None = None
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self.stopped.is_set():
+                ids = [str(uuid.uuid4()) for _ in range(BATCH)]
+                batch = [{"type": "track", "event": "Report Run", "userId": f"u{i % 17}", "messageId": message_id,
+                          "properties": {"i": i}} for i, message_id in enumerate(ids)]
+                body = orjson.dumps({"batch": batch})
+                try:
+                    response = client.post(self.url + "/v1/batch", content=body, headers=self.headers)
+                except httpx.TransportError:
+                    time.sleep(0.05)
+                    continue
+                if response.status_code == 200:
+                    self.acknowledged.extend(ids)
+                    self.last_batch = body
+
+
+@pytest.mark.slow
+def test_killed_server_keeps_acknowledged_events(tmp_path):
+    db, project = tmp_path / "crash.duckdb", tmp_path / "upsignal.yaml"
+    project.write_text("server:\n  scoring_interval_seconds: 0.3\n")
+    with Store(db) as store:
+        _, key = create_key(store, "crash-test")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    senders: list[Sender] = []
+    rng_delays = [0.8, 1.5, 0.5, 2.0]
+
+    for kill in range(KILLS):
+        process = start_server(db, port, project)
+        round_senders = [Sender(url, key) for _ in range(SENDERS)]
+        for sender in round_senders:
+            sender.start()
+        time.sleep(rng_delays[kill % len(rng_delays)])
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        for sender in round_senders:
+            sender.stopped.set()
+            sender.join()
+        senders.extend(round_senders)
+
+    acknowledged = [message_id for sender in senders for message_id in sender.acknowledged]
+    assert len(acknowledged) > 1000, "too few batches were acknowledged to test anything"
+
+    process = start_server(db, port, project)
+    try:
+        replay = next(sender.last_batch for sender in senders if sender.last_batch)
+        headers = {"Authorization": "Basic " + base64.b64encode(f"{key}:".encode()).decode()}
+        assert httpx.post(url + "/v1/batch", content=replay, headers=headers).status_code == 200
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+    with Store(db, read_only=True) as store:
+        store.conn.execute("CREATE TEMP TABLE acknowledged (message_id VARCHAR)")
+        store.conn.executemany("INSERT INTO acknowledged VALUES (?)", [[i] for i in acknowledged])
+        missing = store.scalar("SELECT count(*) FROM acknowledged WHERE message_id NOT IN (SELECT message_id FROM events)")
+        total = store.scalar("SELECT count(*) FROM events")
+        distinct = store.scalar("SELECT count(DISTINCT message_id) FROM events")
+    assert len(set(acknowledged)) == len(acknowledged)
+    assert missing == 0
+    assert total == distinct
+    assert total >= len(acknowledged)
