@@ -244,7 +244,8 @@ def _validate_records(settings: _ChunkSettings, records: Iterator[SourceRecord])
             if isinstance(record, InvalidEventError):
                 raise record
             if isinstance(record, bytes):
-                raw, record = record, _parse_json_line(record)
+                raw = record
+                record = _parse_json_line(record)
             if settings.mapping is not None:
                 record = settings.mapping.apply(record)
                 _check_size(record)
