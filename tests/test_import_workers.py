@@ -42,3 +42,15 @@ def test_file_without_final_newline_imports_last_line(store, tmp_path):
     report = importers.import_file(store, path)
 
     assert report.imported == 1
+
+
+def test_non_object_properties_are_rejected_with_field(store, tmp_path):
+    path = write_jsonl(tmp_path / "events.jsonl",
+                       {"type": "track", "userId": "u", "event": "E", "timestamp": "2024-01-01T00:00:00Z",
+                        "properties": ["not", "an", "object"]})
+
+    report = importers.import_file(store, path)
+
+    assert report.rejected == 1
+    assert report.errors[0].field == "properties"
+    assert "must be a JSON object, got list" in report.errors[0].message
