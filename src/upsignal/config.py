@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from upsignal.errors import ConfigError
 
@@ -34,8 +35,34 @@ class ServerSettings(_Section):
 
 
 class SparkSettings(_Section):
-    master: str = "local[2]"
-    conf: dict[str, str] = Field(default_factory=dict, description="Spark settings, e.g. spark.executor.memory")
+    """Where ``--engine spark`` runs and which events it reads."""
+
+    master: str = Field(
+        default="local[2]", min_length=1, description="Spark master URL: local[N], spark://host:7077, yarn, ..."
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict,
+        description="Spark settings, e.g. spark.executor.memory: 8g (--spark-conf key=value overrides them)",
+    )
+    events: str | None = Field(
+        default=None,
+        description="Events for the Spark engine: a Parquet folder or glob, or a table name (--events overrides it)",
+    )
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _conf_as_text(cls, value: Any) -> Any:
+        """Spark settings are text; YAML numbers and booleans become Spark's spelling (64, true)."""
+        if not isinstance(value, dict):
+            return value
+        text = {}
+        for key, item in value.items():
+            if isinstance(item, bool):
+                item = str(item).lower()
+            elif isinstance(item, (int, float)):
+                item = str(item)
+            text[key] = item
+        return text
 
 
 class ProjectConfig(_Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,11 +13,13 @@ from rich.table import Table
 from upsignal.cli.app import DbOption, JsonOption, app, console, open_store, parse_time, print_json, stdout
 from upsignal.errors import ConfigError
 from upsignal.events.importers import import_file
+from upsignal.events.schema import utc_now
 from upsignal.events.mapping import load_mapping
 from upsignal.identity import resolve_accounts
 from upsignal.scoring import explain_account, score_accounts
 from upsignal.scoring.explain import Explanation, list_explanations
 from upsignal.signals import compile_scoring_query, load_model
+from upsignal.signals.engines.factory import open_engine, open_spark_engine
 from upsignal.signals.model import DEFAULT_MODEL_FILE, default_model_text
 
 ModelOption = Annotated[
@@ -101,22 +104,59 @@ def _progress() -> Progress:
     )
 
 
+class EngineName(str, Enum):
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+EngineOption = Annotated[
+    EngineName, typer.Option("--engine", help="Where signals run: duckdb (in the store) or spark.")
+]
+EventsOption = Annotated[
+    Optional[str],
+    typer.Option("--events", help="Spark engine: Parquet folder or glob, or table name [default: spark.events in upsignal.yaml]", show_default=False),
+]
+SparkConfOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--spark-conf", metavar="KEY=VALUE", help="Spark setting, repeatable; overrides spark.conf in upsignal.yaml."),
+]
+ParquetOption = Annotated[
+    Optional[Path],
+    typer.Option("--parquet", help="Spark engine: write scores, accounts and users under this new folder, not the store.", show_default=False),
+]
+
+
 @app.command()
 def score(
     as_of: Annotated[Optional[str], typer.Option("--as-of", help="Score as of this ISO 8601 time [default: now]", show_default=False)] = None,
     model: ModelOption = None,
     db: DbOption = None,
+    engine: EngineOption = EngineName.duckdb,
+    events: EventsOption = None,
+    spark_conf: SparkConfOption = None,
+    parquet: ParquetOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Score every account as of a time and store the snapshot.
 
+    With --engine spark, identity resolution and scoring run in Spark on
+    events in Parquet or a Spark table; only per-account results return.
+
     Example: upsignal score --as-of 2024-03-01T00:00:00Z
+    Example: upsignal score --engine spark --events 's3a://lake/events/' --spark-conf spark.executor.memory=8g
     """
     moment = parse_time(as_of)
     scoring_model, text = load_model(model)
-    with open_store(db) as store:
+    if parquet is not None:
+        if engine != EngineName.spark:
+            raise typer.BadParameter("writing Parquet needs --engine spark", param_hint="--parquet")
+        with open_spark_engine(None, events, spark_conf) as spark_engine:
+            spark_engine.write_parquet(scoring_model, moment or utc_now(), str(parquet))
+        console.print(f"wrote scores, accounts and users under {parquet}")
+        return
+    with open_store(db) as store, open_engine(engine.value, store, events, spark_conf) as chosen:
         with console.status("scoring accounts"):
-            run = score_accounts(store, scoring_model, text, moment)
+            run = score_accounts(store, scoring_model, text, moment, chosen)
         tiers = store.rows(
             "SELECT tier, count(*) AS accounts FROM account_scores WHERE run_id = ? GROUP BY tier", [run.run_id]
         )
