@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from upsignal.errors import ConfigError
 
@@ -65,6 +65,149 @@ class SparkSettings(_Section):
         return text
 
 
+DESTINATION_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+BUILTIN_DESTINATION_TYPES = ("hubspot", "salesforce", "slack", "webhook")
+
+
+class RateLimitSettings(_Section):
+    """At most ``requests`` requests in any ``seconds`` seconds, with bursts up to ``requests``."""
+
+    requests: int = Field(gt=0)
+    seconds: float = Field(gt=0)
+
+
+class _DestinationSettings(_Section):
+    name: str = Field(pattern=DESTINATION_NAME_PATTERN, description="Name used in the outbox and the CLI")
+    enabled: bool = Field(default=True, description="A disabled destination gets no new alerts")
+    tiers: list[str] | None = Field(
+        default=None, description="Tiers whose transitions this destination receives [default: the model's pql_tier]"
+    )
+    events: list[Literal["entered", "left"]] = Field(
+        default_factory=lambda: ["entered"], min_length=1, description="Entering a tier, leaving it, or both"
+    )
+    batch_size: int | None = Field(
+        default=None, gt=0, description="Alerts per delivery call [default and maximum: the destination's own]"
+    )
+    rate_limit: RateLimitSettings | None = Field(
+        default=None, description="Request limit [default: the vendor's documented limit]"
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="Timeout of each HTTP request")
+
+
+class HubSpotSettings(_DestinationSettings):
+    type: Literal["hubspot"]
+    token_env: str = Field(default="HUBSPOT_TOKEN", description="Variable holding the private app access token")
+    api_url: str = "https://api.hubapi.com"
+    engagement: Literal["note", "task"] = Field(default="note", description="What to create on the company")
+    property_prefix: str = Field(
+        default="upsignal_", pattern=r"^[a-z][a-z0-9_]*$", description="Prefix of the properties upsignal creates"
+    )
+    match_existing_by_domain: bool = Field(
+        default=True, description="Search for an existing company with the account's domain before creating one"
+    )
+    timezone: str = Field(default="UTC", description="The HubSpot account's time zone, in which the daily limit resets")
+
+
+class SalesforceSettings(_DestinationSettings):
+    type: Literal["salesforce"]
+    auth: Literal["client_credentials", "jwt_bearer", "password"] = "client_credentials"
+    login_url: str = Field(default="https://login.salesforce.com", description="OAuth host, or your My Domain URL")
+    api_version: str = Field(default="62.0", pattern=r"^\d+\.\d$")
+    client_id_env: str = "SALESFORCE_CLIENT_ID"
+    client_secret_env: str = "SALESFORCE_CLIENT_SECRET"
+    username_env: str = Field(default="SALESFORCE_USERNAME", description="jwt_bearer and password flows")
+    password_env: str = Field(default="SALESFORCE_PASSWORD", description="password flow: password and security token")
+    private_key_env: str = Field(default="SALESFORCE_PRIVATE_KEY", description="jwt_bearer flow: PEM private key")
+    account_key_field: str = Field(default="Upsignal_Domain__c", description="Account External ID field to upsert by")
+    account_key: Literal["domain", "account_id"] = Field(default="domain", description="Value stored in that field")
+    task_key_field: str = Field(
+        default="Upsignal_Alert_Key__c", description="Task External ID field that holds the alert key"
+    )
+    score_field: str | None = "Upsignal_Score__c"
+    tier_field: str | None = "Upsignal_Tier__c"
+    reasons_field: str | None = "Upsignal_Reasons__c"
+    pql_date_field: str | None = "Upsignal_PQL_Date__c"
+    task_priority: str = "High"
+
+
+class SlackSettings(_DestinationSettings):
+    type: Literal["slack"]
+    webhook_url_env: str = Field(
+        default="SLACK_WEBHOOK_URL", description="Variable holding the incoming webhook URL, which is a secret"
+    )
+
+
+class WebhookSettings(_DestinationSettings):
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://", description="Receiver URL; each alert is one POST")
+    secret_env: str = Field(default="UPSIGNAL_WEBHOOK_SECRET", description="Variable holding the HMAC-SHA256 key")
+
+
+class CustomDestinationSettings(_DestinationSettings):
+    """A destination from another package: an entry point name or ``module:Class``."""
+
+    type: str = Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
+    options: dict[str, Any] = Field(default_factory=dict, description="Settings the destination class validates")
+
+    @field_validator("type")
+    @classmethod
+    def _not_builtin(cls, value: str) -> str:
+        if value in BUILTIN_DESTINATION_TYPES:
+            raise ValueError(f"type {value!r} is built in; its settings go at the top level, not under options")
+        return value
+
+
+def _destination_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in BUILTIN_DESTINATION_TYPES else "custom"
+
+
+DestinationSettings = Annotated[
+    Annotated[HubSpotSettings, Tag("hubspot")]
+    | Annotated[SalesforceSettings, Tag("salesforce")]
+    | Annotated[SlackSettings, Tag("slack")]
+    | Annotated[WebhookSettings, Tag("webhook")]
+    | Annotated[CustomDestinationSettings, Tag("custom")],
+    Discriminator(_destination_tag),
+]
+
+
+class AlertSettings(_Section):
+    """The destinations of tier transitions, and the usage context each alert carries."""
+
+    base_url: str | None = Field(
+        default=None,
+        description="Base URL of the upsignal server for account links [default: http://server.host:server.port]",
+    )
+    personal_data: bool = Field(
+        default=False, description="Name the most active users by name and email in alerts"
+    )
+    top_reasons: int = Field(default=3, ge=1, le=10, description="Signals described in each alert")
+    top_users: int = Field(default=3, ge=0, le=10, description="Most active users listed when personal_data is on")
+    active_users_window: str = Field(default="7d", description="Window over which users count as active")
+    max_attempts: int = Field(default=10, ge=1, description="Retryable failures before an alert is dead-lettered")
+    backoff_seconds: float = Field(default=30.0, gt=0, description="First retry delay; it doubles per failure")
+    max_backoff_seconds: float = Field(default=3600.0, gt=0)
+    destinations: list[DestinationSettings] = Field(default_factory=list)
+
+    @field_validator("active_users_window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        from upsignal.signals.model import parse_window
+
+        if parse_window(value) is None:
+            raise ValueError("active_users_window must be a rolling window such as 7d or 24h, not 'week'")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AlertSettings:
+        names = [destination.name for destination in self.destinations]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"destination names must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+
 class ProjectConfig(_Section):
     """Everything in upsignal.yaml; every section and field is optional."""
 
@@ -72,6 +215,11 @@ class ProjectConfig(_Section):
     model: str | None = Field(default=None, description="Model YAML path")
     server: ServerSettings = Field(default_factory=ServerSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+
+    def alert_base_url(self) -> str:
+        """Return the base URL of account links in alerts: alerts.base_url, else the server's address."""
+        return (self.alerts.base_url or f"http://{self.server.host}:{self.server.port}").rstrip("/")
 
 
 def load_project(path: str | Path | None = None) -> ProjectConfig:

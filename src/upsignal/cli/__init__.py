@@ -12,6 +12,7 @@ from upsignal.cli.app import app, run_app
 from upsignal.cli import core  # noqa: F401  (registers commands)
 from upsignal.cli import export  # noqa: F401  (registers commands)
 from upsignal.cli import keys, serve  # noqa: F401  (registers commands)
+from upsignal.cli import alerts  # noqa: F401  (registers commands)
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from upsignal.alerts.transitions import record_transitions
+from upsignal.config import AlertSettings
 from upsignal.events.schema import utc_now
 from upsignal.scoring.tiers import tier_sql
 from upsignal.signals.compiler import compile_scoring_query, literal, points_columns, signal_columns
@@ -101,15 +102,17 @@ def score_accounts(
     yaml_text: str,
     as_of: datetime | None = None,
     engine: Engine | None = None,
+    alerts: AlertSettings | None = None,
     only_accounts: str | None = None,
 ) -> ScoreRun:
     """Score all resolved accounts as of a time (default: now) and store the run.
 
     The engine (default: DuckDB in the store itself) computes the scores; the
-    snapshot, transitions and account state are always written to the store.
-    ``only_accounts`` names a table with an ``account_id`` column to score only
-    those accounts, in the store's own DuckDB; the stored state of every other
-    account stays as it was.
+    snapshot, transitions, their alerts' outbox rows and account state are
+    always written to the store. ``alerts`` names the destinations to alert
+    [default: the project file's alerts section]. ``only_accounts`` names a
+    table with an ``account_id`` column to score only those accounts, in the
+    store's own DuckDB; the stored state of every other account stays as it was.
     """
     as_of = as_of or utc_now()
     engine = engine or DuckDBEngine()
@@ -125,7 +128,7 @@ def score_accounts(
             [run_id, as_of, model.version, engine.name, utc_now()],
         )
         accounts = store_snapshot(store, model, run_id, as_of, source)
-        transitions = record_transitions(store, model, run_id, as_of)
+        transitions = record_transitions(store, model, run_id, as_of, alerts)
         update_state(store, run_id, as_of)
         store.conn.execute(
             "UPDATE score_runs SET finished_at = ?, accounts = ? WHERE run_id = ?",
