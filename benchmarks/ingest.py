@@ -71,7 +71,7 @@ def serve(db: str, port: int, live_scoring: bool) -> None:
 
 
 def event_template(rng: random.Random, index: int) -> dict:
-    """A track message of 400-600 bytes once serialised, with a messageId placeholder."""
+    """Build a track message of 400-600 bytes once serialised, with a messageId placeholder."""
     user = f"user-{rng.randint(1, 20_000)}"
     return {
         "type": "track",

@@ -154,9 +154,9 @@ def test_body_that_is_not_object_is_400(server, content):
     [
         ({"userId": "ann", "messageId": "m-no-event", "timestamp": "2024-03-01T10:00:00Z"}, "", "event is required"),
         ({"event": "Report Run", "timestamp": "2024-03-01T10:00:00Z"}, "", "userId or anonymousId"),
-        (track(userId=["ann"]), "userId", "valid string"),
-        (track(timestamp="yesterday"), "timestamp", "valid datetime"),
-        (track(properties="rows=3"), "properties", "valid dictionary"),
+        (track(userId=["ann"]), "userId", "['ann']"),
+        (track(timestamp="yesterday"), "timestamp", "yesterday"),
+        (track(properties="rows=3"), "properties", "rows=3"),
     ],
 )
 def test_invalid_message_names_field(server, message, field, words):

@@ -1,9 +1,9 @@
 """The upsignal HTTP server: the Segment tracking endpoints, live scoring and the admin API.
 
 ``create_app`` returns an ASGI application. POSTs to the tracking paths go to
-``TrackingAPI`` directly; everything else (admin API, health check, OpenAPI
-spec and docs) goes to a FastAPI application, whose lifespan opens the store
-and starts the ingest writer and the live scorer.
+``TrackingAPI`` directly. Everything else (admin API, health check, OpenAPI
+spec and docs) goes to a FastAPI application. Its lifespan opens the store and
+starts the ingest writer and the live scorer.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ServerOptions:
-    """What the server serves: the store, the model live scoring uses, and the project's server settings."""
+    """Server configuration: the store, the model live scoring uses, and the project's server settings."""
 
     db: str | Path | None = None
     model: str | Path | None = None

@@ -6,7 +6,7 @@ accounts they affect to live_pending_accounts. The second is an ordinary
 ``score_accounts`` run restricted to those accounts, so its snapshot, tier
 changes and account state are written exactly as ``upsignal score`` writes
 them. Both queues live in the store, so a crash between or during passes
-loses no account that needs a score; at worst an account is scored twice.
+loses no account that needs a score. At worst an account is scored twice.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class StoreCursor(Store):
 
 @dataclass
 class LivePass:
-    """What one live pass did."""
+    """Summary of one live pass."""
 
     as_of: datetime
     accounts: int

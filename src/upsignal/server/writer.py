@@ -2,11 +2,11 @@
 
 DuckDB allows one writing process per file, and a commit per request would cap
 ingest at a few hundred requests per second. Request handlers therefore put
-their Arrow tables on a queue and wait; the writer thread takes everything
-queued (up to ``max_rows``), inserts it with one ``INSERT OR IGNORE`` (so a
-messageId already stored anywhere is skipped), adds the rejected and duplicate
-counts and the identities touched for live scoring, commits, and only then
-wakes the waiting handlers. DuckDB writes its write-ahead log at commit, so an
+their Arrow tables on a queue and wait. The writer thread takes everything
+queued (up to ``max_rows``) and inserts it with one ``INSERT OR IGNORE``, which
+skips a messageId already stored anywhere. In the same transaction it adds the
+rejected and duplicate counts and the identities touched for live scoring.
+Only after the commit does it wake the waiting handlers. DuckDB writes its write-ahead log at commit, so an
 acknowledged event survives ``kill -9`` of the server.
 """
 
