@@ -1,4 +1,4 @@
-"""The plain-Python fast path of ingest builds exactly the row that the pydantic model path builds."""
+"""The plain-Python fast path builds exactly the row that the pydantic model path builds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from upsignal.errors import InvalidEventError
-from upsignal.server.ingest import _checked_row, _Context, _fast_row
+from upsignal.events.rows import RowContext, _checked_row, _fast_row
 
 RECEIVED_AT = datetime(2024, 5, 1, 12, 0, 0)
 
@@ -38,7 +38,7 @@ records = st.fixed_dictionaries(
 )
 
 
-def checked(record: dict, context: _Context):
+def checked(record: dict, context: RowContext):
     try:
         return _checked_row(record, context)
     except InvalidEventError:
@@ -46,9 +46,9 @@ def checked(record: dict, context: _Context):
 
 
 @settings(max_examples=3000, deadline=None)
-@given(record=records, batch_sent=st.one_of(st.none(), st.just(datetime(2024, 5, 1, 12, 0, 30))))
-def test_fast_row_equals_model_row(record, batch_sent):
-    context = _Context(RECEIVED_AT, timedelta(hours=1), "test", batch_sent)
+@given(record=records, batch_sent=st.one_of(st.none(), st.just(datetime(2024, 5, 1, 12, 0, 30))), live=st.booleans())
+def test_fast_row_equals_model_row(record, batch_sent, live):
+    context = RowContext(RECEIVED_AT, "test", timedelta(hours=1), live=live, sent_at=batch_sent if live else None)
     fast = _fast_row(record, context)
     if fast is not None:
         assert fast == checked(record, context)
@@ -58,7 +58,7 @@ def test_fast_row_takes_common_message():
     record = {"type": "track", "event": "Report Run", "userId": "ann", "messageId": "m-1",
               "timestamp": "2024-05-01T11:59:00.000Z", "sentAt": "2024-05-01T12:00:00.000Z",
               "properties": {"rows": 3}, "context": {"groupId": 42}}
-    context = _Context(RECEIVED_AT, timedelta(hours=1), "test", None)
+    context = RowContext(RECEIVED_AT, "test", timedelta(hours=1), live=True)
     row = _fast_row(record, context)
     assert row is not None
     assert row == checked(record, context)
@@ -73,7 +73,7 @@ def test_fast_row_matches_model_at_clamp_edges(timestamp, sent_at):
     record = {"type": "page", "userId": "ann", "messageId": "m-2", "timestamp": timestamp}
     if sent_at:
         record["sentAt"] = sent_at
-    context = _Context(RECEIVED_AT, timedelta(hours=1), "test", None)
+    context = RowContext(RECEIVED_AT, "test", timedelta(hours=1), live=True)
     fast = _fast_row(record, context)
     if fast is not None:
         assert fast == checked(record, context)

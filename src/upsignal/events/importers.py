@@ -23,7 +23,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,15 +32,8 @@ import pyarrow as pa
 
 from upsignal.errors import ImportFileError, InvalidEventError
 from upsignal.events.mapping import Mapping
-from upsignal.events.schema import (
-    DEFAULT_FUTURE_TOLERANCE,
-    MAX_EVENT_BYTES,
-    deterministic_message_id,
-    event_timestamp,
-    parse_message,
-    to_row,
-    utc_now,
-)
+from upsignal.events.rows import RowContext, event_row
+from upsignal.events.schema import DEFAULT_FUTURE_TOLERANCE, MAX_EVENT_BYTES, utc_now
 from upsignal.events.writer import EventWriter, rows_to_table
 from upsignal.store import Store
 
@@ -205,21 +198,20 @@ def _read_parquet(path: Path) -> Iterator[SourceRecord]:
             yield number, row, ""
 
 
-def _check_size(record: dict[str, Any]) -> None:
+def _check_size(record: dict[str, Any]) -> int:
     """Apply the per-event limit to a record built by a mapping (JSON lines are measured as read)."""
     size = len(orjson.dumps(record, default=str))
     if size > MAX_EVENT_BYTES:
         raise InvalidEventError(
             f"event is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit per event", value=size
         )
+    return size
 
 
 @dataclass(frozen=True)
 class _ChunkSettings:
     mapping: Mapping | None
-    source: str
-    received_at: datetime
-    future_tolerance: timedelta
+    rows: RowContext
 
 
 Chunk = _JsonlBlock | list[SourceRecord]
@@ -244,21 +236,15 @@ def _validate_records(settings: _ChunkSettings, records: Iterator[SourceRecord])
             if isinstance(record, InvalidEventError):
                 raise record
             if isinstance(record, bytes):
-                raw = record
+                raw, size = record, len(record)
                 record = _parse_json_line(record)
             if settings.mapping is not None:
                 record = settings.mapping.apply(record)
-                _check_size(record)
-            message = parse_message(record)
-            timestamp, clamped = event_timestamp(
-                message, settings.received_at, settings.future_tolerance, clamp_future=False
-            )
+                size = _check_size(record)
+            rows.append(event_row(record, settings.rows, size))
         except InvalidEventError as error:
             text = _shorten(raw) if raw else _shorten(orjson.dumps(record, default=str))
             rejections.append(Rejection(number, str(error), error.field, text))
-            continue
-        message_id = message.messageId or deterministic_message_id(record)
-        rows.append(to_row(message, message_id, timestamp, clamped, settings.received_at, settings.source))
     return rows_to_table(rows), rejections
 
 
@@ -322,7 +308,7 @@ def import_file(
     if workers is None:
         workers = (os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1
     report = ImportReport(path=str(path))
-    settings = _ChunkSettings(mapping, str(path), utc_now(), future_tolerance)
+    settings = _ChunkSettings(mapping, RowContext(utc_now(), str(path), future_tolerance))
     writer = EventWriter(store)
     with path.open("rb") as handle:
         chunks = _chunks(path, file_format, handle)
