@@ -74,7 +74,9 @@ def run_app(args: list[str] | None = None) -> int:
     try:
         app(args=args, prog_name="upsignal")
     except SystemExit as done:
-        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if done.code is None:
+            return 0
+        return done.code if isinstance(done.code, int) else 1
     except UpsignalError as error:
         console.print(f"[red]error:[/red] {escape(str(error))}", highlight=False)
         return 1

@@ -7,7 +7,7 @@ its own transaction, so a crash loses at most the batch in flight and a
 re-run of the same file stores nothing twice.
 
 Validation is the costly part, so large files are validated in worker
-processes, one chunk of records each; the main process reads the file and
+processes, one chunk of records each. The main process reads the file and
 writes the validated chunks in file order.
 """
 
@@ -271,7 +271,7 @@ def _validated_chunks(
         for chunk in chunks:
             yield _validate_chunk(settings, chunk)
         return
-    # spawn, not fork: the parent holds a DuckDB connection whose threads must not be copied.
+    # Spawn, not fork, because a forked child would copy the open DuckDB connection and its threads.
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         pending: deque[concurrent.futures.Future] = deque()

@@ -80,7 +80,7 @@ _MODELS: dict[str, ScoringModel] = {}
 
 
 def model_of_run(store: Store, model_version: str) -> ScoringModel:
-    """The model a run used, from the YAML stored with it."""
+    """Return the model a run used, parsed from the YAML stored with the run."""
     if model_version not in _MODELS:
         text = store.scalar("SELECT yaml FROM models WHERE model_version = ?", [model_version])
         if text is None:

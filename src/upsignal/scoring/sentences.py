@@ -44,7 +44,7 @@ def change_phrase(value: float, previous: float | None, window: str) -> str:
 
 
 def signal_sentence(model: ScoringModel, name: str, signals: dict[str, float | None]) -> str:
-    """One sentence for a signal's value, with its change against the previous window if computed."""
+    """Write one sentence for a signal's value, with its change against the previous window if computed."""
     signal = model.signals[name]
     value = signals.get(name)
     window = getattr(signal, "window", None)
