@@ -54,8 +54,8 @@ def iso(moment: datetime) -> str:
     return moment.isoformat() + "Z"
 
 
-def add_account(store: Store, account_id: str, users: int = 1, at: datetime = START) -> None:
-    """An account (a group with a name and domain) with ``users`` users, resolved."""
+def add_account(store: Store, account_id: str, users: int = 1, at: datetime = START, resolve: bool = True) -> None:
+    """Add an account (a group with a name and domain) with ``users`` users, and resolve accounts."""
     records: list[dict[str, Any]] = []
     for number in range(users):
         user = f"{account_id}-u{number}"
@@ -65,7 +65,8 @@ def add_account(store: Store, account_id: str, users: int = 1, at: datetime = ST
                         "messageId": f"m{next(_messages)}",
                         "traits": {"name": account_id.title(), "domain": f"{account_id}.example"}})
     add_events(store, *records)
-    resolve_accounts(store)
+    if resolve:
+        resolve_accounts(store)
 
 
 def set_score(store: Store, account_id: str, level: int, at: datetime) -> None:

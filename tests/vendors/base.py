@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,10 +38,11 @@ class Response:
 class Fault:
     """What to do instead of (or after) handling the next request whose path starts with ``path``.
 
-    kind ``status`` answers ``status``/``body``/``headers``; ``drop`` closes the
-    connection without an answer; ``slow`` waits ``delay`` seconds before
-    answering normally. With ``apply``, the request takes effect first, as when
-    the vendor did the work but the answer was lost.
+    Kind ``status`` responds with ``status``, ``body`` and ``headers``. Kind
+    ``drop`` closes the connection without a response. Kind ``slow`` applies the
+    request and waits ``delay`` seconds before responding normally. With
+    ``apply``, a ``status`` or ``drop`` fault comes after the request took
+    effect, as when the vendor did the work but the response was lost.
     """
 
     kind: str
@@ -52,6 +54,14 @@ class Fault:
     path: str = ""
 
 
+class QuietServer(ThreadingHTTPServer):
+    """Drops the traceback that socketserver prints when a killed client resets its connection."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class VendorServer:
     """Serves ``handle(request)`` on 127.0.0.1 in background threads."""
 
@@ -60,7 +70,7 @@ class VendorServer:
         self.faults: list[Fault] = []
         self.log: list[tuple[str, str, int]] = []
         self.latency = 0.0
-        # Called with ("received" | "applied" | "answered", request number); the crash test kills from here.
+        # Called with ("received" | "applied" | "responded", request number); the crash test kills from here.
         self.hook: Callable[[str, int], None] | None = None
         self.counter = itertools.count(1)
         self.httpd: ThreadingHTTPServer | None = None
@@ -87,7 +97,7 @@ class VendorServer:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
         return self
@@ -131,7 +141,7 @@ class VendorServer:
         self._call_hook("received", number)
         fault = self._take_fault(request.path)
         if fault and not fault.apply and fault.kind != "slow":
-            self._answer_fault(handler, request, fault)
+            self._respond_with_fault(handler, request, fault)
             return
         with self.lock:
             response = self.handle(request)
@@ -139,18 +149,18 @@ class VendorServer:
         if fault and fault.kind == "slow":
             time.sleep(fault.delay)
         elif fault:
-            self._answer_fault(handler, request, fault)
+            self._respond_with_fault(handler, request, fault)
             return
         if self.latency:
             time.sleep(self.latency)
         self._write(handler, request, response)
-        self._call_hook("answered", number)
+        self._call_hook("responded", number)
 
     def _call_hook(self, phase: str, number: int) -> None:
         if self.hook is not None:
             self.hook(phase, number)
 
-    def _answer_fault(self, handler: BaseHTTPRequestHandler, request: Request, fault: Fault) -> None:
+    def _respond_with_fault(self, handler: BaseHTTPRequestHandler, request: Request, fault: Fault) -> None:
         if fault.kind == "drop":
             with self.lock:
                 self.log.append((request.method, request.path, 0))

@@ -61,8 +61,9 @@ class SlackDestination(Destination):
     """Posts each alert to one incoming webhook, whose URL is a secret read from the environment."""
 
     kind = "slack"
-    # Alerts per deliver call; each alert is still its own message.
-    max_batch_size = 20
+    # One alert per deliver call, so each message's outcome is stored before the next is
+    # posted: a crash can then repeat at most the one message in flight.
+    max_batch_size = 1
     # Slack allows about one message per second per webhook, with short bursts, and
     # responds 429 with Retry-After beyond that: https://api.slack.com/docs/rate-limits
     default_rate_limit = RateLimitSettings(requests=1, seconds=1)
