@@ -9,7 +9,7 @@ from upsignal.cli import run_app
 from upsignal.config import SparkSettings, load_project
 from upsignal.errors import ConfigError
 from upsignal.identity.resolve import merge_group_traits
-from upsignal.signals.engines.spark_session import parse_spark_conf, session_conf
+from upsignal.signals.engines.spark_session import master_url, parse_spark_conf, session_conf
 
 
 def test_conf_pairs_parsed():
@@ -48,6 +48,21 @@ def test_cluster_master_keeps_network_defaults():
 
     assert "spark.driver.host" not in conf
     assert "spark.ui.enabled" not in conf
+
+
+def test_default_master_is_local(monkeypatch):
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+
+    assert master_url(SparkSettings()) == "local[2]"
+    assert session_conf(SparkSettings())["spark.driver.host"] == "127.0.0.1"
+
+
+def test_spark_submit_master_kept(monkeypatch):
+    monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "41234")
+
+    assert master_url(SparkSettings()) is None
+    assert "spark.driver.host" not in session_conf(SparkSettings())
+    assert master_url(SparkSettings(master="yarn")) == "yarn"
 
 
 @pytest.mark.parametrize("where", ["project", "option"])

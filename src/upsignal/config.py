@@ -37,8 +37,11 @@ class ServerSettings(_Section):
 class SparkSettings(_Section):
     """Where ``--engine spark`` runs and which events it reads."""
 
-    master: str = Field(
-        default="local[2]", min_length=1, description="Spark master URL: local[N], spark://host:7077, yarn, ..."
+    master: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Spark master URL such as local[4], spark://host:7077 or yarn"
+        " [default: spark-submit's --master, else local[2]]",
     )
     conf: dict[str, str] = Field(
         default_factory=dict,

@@ -69,12 +69,18 @@ SELECT k.user_id AS user_key, COALESCE(r.user_id, k.user_id) AS user_id
 FROM known_ids AS k LEFT JOIN renamed AS r ON r.old_id = k.user_id
 """
 
+# Email and name are extracted before the join, so Spark shuffles two short
+# columns instead of every event's traits and context JSON.
 USERS_SQL = f"""
-WITH linked AS (
-  SELECT l.user_id, e.type, e.group_id, e.timestamp,
+WITH profile_events AS (
+  SELECT COALESCE(user_id, 'anon:' || anonymous_id) AS user_key, type, group_id, timestamp,
          {_EMAIL} AS email, {_USER_NAME} AS name
-  FROM events AS e
-  JOIN user_links AS l ON l.user_key = COALESCE(e.user_id, 'anon:' || e.anonymous_id)
+  FROM events
+),
+linked AS (
+  SELECT l.user_id, e.type, e.group_id, e.timestamp, e.email, e.name
+  FROM profile_events AS e
+  JOIN user_links AS l ON l.user_key = e.user_key
 ),
 profiles AS (
   SELECT user_id,

@@ -87,8 +87,14 @@ def check_event_columns(frame: DataFrame, source: str) -> None:
 
 def register_functions(session: SparkSession) -> None:
     """Register the Python SQL functions that resolution calls as Arrow UDFs."""
-    from pyspark.sql.functions import arrow_udf
+    try:
+        from pyspark.sql.functions import arrow_udf
+    except ImportError:
+        import pyspark
 
+        raise ConfigError(
+            f"the Spark engine needs pyspark 4.1 or newer for Arrow UDFs, but found {pyspark.__version__}"
+        ) from None
     for name, function in SQL_FUNCTIONS.items():
         session.udf.register(name, arrow_udf(function, "string"))
 

@@ -26,6 +26,9 @@ DEFAULT_CONF = {
     SESSION_TIME_ZONE_KEY: "UTC",
     # Spark's console progress bar would interleave with the CLI's own output.
     "spark.ui.showConsoleProgress": "false",
+    # The engine caches each resolution step; this lets adaptive execution merge
+    # the small shuffle partitions of those cached results (Spark 4.3 defaults to false).
+    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
 }
 
 # Local mode binds only to the loopback interface and starts no web UI.
@@ -51,10 +54,26 @@ def parse_spark_conf(pairs: list[str]) -> dict[str, str]:
     return conf
 
 
+DEFAULT_MASTER = "local[2]"
+
+
+def master_url(settings: SparkSettings) -> str | None:
+    """Return the master URL to set: the project file's, else local mode unless spark-submit started us.
+
+    Under spark-submit (which starts the JVM first and passes its gateway port
+    in PYSPARK_GATEWAY_PORT) the result is None, so its --master applies.
+    """
+    if settings.master:
+        return settings.master
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        return None
+    return DEFAULT_MASTER
+
+
 def session_conf(settings: SparkSettings, overrides: dict[str, str] | None = None) -> dict[str, str]:
     """Return the Spark settings for a session: defaults, then the project file, then overrides."""
     conf = dict(DEFAULT_CONF)
-    if is_local(settings.master):
+    if is_local(master_url(settings)):
         conf.update(LOCAL_CONF)
     conf.update(settings.conf)
     conf.update(overrides or {})
@@ -66,8 +85,8 @@ def session_conf(settings: SparkSettings, overrides: dict[str, str] | None = Non
     return conf
 
 
-def is_local(master: str) -> bool:
-    return master == "local" or master.startswith("local[")
+def is_local(master: str | None) -> bool:
+    return master is not None and (master == "local" or master.startswith("local["))
 
 
 def start_session(settings: SparkSettings, overrides: dict[str, str] | None = None) -> SparkSession:
@@ -77,17 +96,20 @@ def start_session(settings: SparkSettings, overrides: dict[str, str] | None = No
     static settings stay as they are, and runtime SQL settings are applied.
     """
     conf = session_conf(settings, overrides)
+    master = master_url(settings)
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise ConfigError("the Spark engine needs pyspark; install it with: pip install 'upsignal[spark]'") from None
 
-    if is_local(settings.master):
+    builder = SparkSession.builder
+    if master is not None:
+        builder = builder.master(master)
+    if is_local(master):
         # Python workers must import upsignal, so they run this interpreter, and
         # Spark must not look up the machine's network address.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    builder = SparkSession.builder.master(settings.master)
     for key, value in conf.items():
         builder = builder.config(key, value)
     with warnings.catch_warnings():
