@@ -56,13 +56,16 @@ class HubSpotServer(VendorServer):
         self.limit_per_window = limit_per_window
         self.window_seconds = window_seconds
         self.recent: deque[float] = deque()
+        # (object type, unique property) -> value -> record id, so upserts stay fast at 10,000 records.
+        self.unique_index: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- test helpers -----------------------------------------------------------------
 
     def add_company(self, **properties: str) -> str:
         company_id = str(next(self.ids))
         properties.setdefault("createdate", f"{time.time():.6f}")
-        self.objects["companies"][company_id] = {"id": company_id, "properties": dict(properties)}
+        self.objects["companies"][company_id] = {"id": company_id, "properties": {}}
+        self.write("companies", self.objects["companies"][company_id], properties)
         return company_id
 
     def engagement_counts(self, kind: str = "notes", key_property: str = "upsignal_alert_key") -> Counter[str]:
@@ -140,8 +143,22 @@ class HubSpotServer(VendorServer):
     def find(self, kind: str, id_property: str | None, value: str) -> dict[str, Any] | None:
         if id_property is None:
             return self.objects[kind].get(value)
+        if (kind, id_property) in self.unique_index:
+            record_id = self.unique_index[(kind, id_property)].get(value)
+            return self.objects[kind].get(record_id) if record_id else None
         return next((record for record in self.objects[kind].values()
                      if record["properties"].get(id_property) == value), None)
+
+    def write(self, kind: str, record: dict[str, Any], properties: dict[str, Any]) -> None:
+        """Set properties on a record, keeping the unique-value indexes current."""
+        for name, value in properties.items():
+            if self.properties[kind].get(name, {}).get("hasUniqueValue"):
+                index = self.unique_index.setdefault((kind, name), {})
+                old = record["properties"].get(name)
+                if old is not None and index.get(old) == record["id"]:
+                    del index[old]
+                index[value] = record["id"]
+        record["properties"].update(properties)
 
     def batch_read(self, kind: str, body: dict) -> Response:
         results, errors = [], []
@@ -181,7 +198,7 @@ class HubSpotServer(VendorServer):
             if problem:
                 errors.append(problem)
                 continue
-            record["properties"].update(item["properties"])
+            self.write(kind, record, item["properties"])
             results.append({"id": record["id"], "properties": dict(record["properties"]),
                             "objectWriteTraceId": item.get("objectWriteTraceId")})
         return self.batch_answer(results, errors)
@@ -203,9 +220,10 @@ class HubSpotServer(VendorServer):
             new = record is None
             if new:
                 record_id = str(next(self.ids))
-                record = {"id": record_id, "properties": {id_property: item["id"], "createdate": f"{time.time():.6f}"}}
+                record = {"id": record_id, "properties": {"createdate": f"{time.time():.6f}"}}
                 self.objects[kind][record_id] = record
-            record["properties"].update(item["properties"])
+                self.write(kind, record, {id_property: item["id"]})
+            self.write(kind, record, item["properties"])
             results.append({"id": record["id"], "new": new, "properties": dict(record["properties"]),
                             "objectWriteTraceId": item.get("objectWriteTraceId")})
         return self.batch_answer(results, errors)

@@ -54,6 +54,8 @@ class SalesforceServer(VendorServer):
         self.records: dict[str, dict[str, dict[str, Any]]] = {"Account": {}, "Task": {}}
         self.ids = itertools.count(1)
         self.reject: set[str] = set()  # external id values whose record fails validation
+        # (sObject, External ID field) -> value -> record id, so upserts stay fast at 10,000 records.
+        self.external_index: dict[tuple[str, str], dict[str, str]] = {}
 
     # -- test helpers ---------------------------------------------------------------
 
@@ -63,8 +65,15 @@ class SalesforceServer(VendorServer):
 
     def add_account(self, owner: str, **fields: Any) -> str:
         record_id = self._new_id("001")
-        self.records["Account"][record_id] = {"Id": record_id, "OwnerId": owner, **fields}
+        self.records["Account"][record_id] = {"Id": record_id, "OwnerId": owner}
+        self._store_fields("Account", self.records["Account"][record_id], fields)
         return record_id
+
+    def _store_fields(self, sobject: str, record: dict[str, Any], fields: dict[str, Any]) -> None:
+        for name, value in fields.items():
+            if name in EXTERNAL_IDS[sobject]:
+                self.external_index.setdefault((sobject, name), {})[value] = record["Id"]
+        record.update(fields)
 
     def tasks_by_key(self) -> Counter[str]:
         return Counter(task.get("Upsignal_Alert_Key__c") for task in self.records["Task"].values())
@@ -146,7 +155,8 @@ class SalesforceServer(VendorServer):
             return failed("REQUIRED_FIELD_MISSING", f"Required fields are missing: [{key_field}]")
         if key in self.reject:
             return failed("FIELD_CUSTOM_VALIDATION_EXCEPTION", "rejected by a validation rule")
-        existing = next((item for item in self.records[sobject].values() if item.get(key_field) == key), None)
+        existing_id = self.external_index.get((sobject, key_field), {}).get(key)
+        existing = self.records[sobject].get(existing_id) if existing_id else None
         if existing is None:
             if sobject == "Account" and not fields.get("Name"):
                 return failed("REQUIRED_FIELD_MISSING", "Required fields are missing: [Name]")
@@ -155,5 +165,5 @@ class SalesforceServer(VendorServer):
             created = True
         else:
             created = False
-        existing.update(fields)
+        self._store_fields(sobject, existing, fields)
         return {"id": existing["Id"], "success": True, "errors": [], "created": created}
