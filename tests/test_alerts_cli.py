@@ -120,3 +120,33 @@ def test_invalid_status_is_a_usage_error(setup, capsys):
 def test_every_command_has_an_example(command, capsys):
     assert run_app(["alerts", command, "--help"]) == 0
     assert "Example: upsignal alerts" in capsys.readouterr().out
+
+
+def test_score_command_queues_alerts(tmp_path, receiver, capsys, monkeypatch):
+    from tests.conftest import write_jsonl
+    from tests.vendors.accounts import MODEL_YAML
+
+    project = tmp_path / "upsignal.yaml"
+    project.write_text(yaml.safe_dump({"alerts": {"destinations": [
+        {"name": "hook", "type": "webhook", "url": receiver.url + PATH, "secret_env": "CLI_WEBHOOK_SECRET"}]}}))
+    monkeypatch.setenv("UPSIGNAL_PROJECT", str(project))
+    monkeypatch.setenv("CLI_WEBHOOK_SECRET", SECRET)
+    model = tmp_path / "model.yaml"
+    model.write_text(MODEL_YAML)
+    events = write_jsonl(
+        tmp_path / "events.jsonl",
+        {"type": "group", "userId": "u1", "groupId": "acme", "messageId": "g1", "timestamp": "2024-03-01T08:00:00Z",
+         "traits": {"name": "Acme", "domain": "acme.example"}},
+        {"type": "track", "userId": "u1", "event": "Level Set", "messageId": "t1",
+         "timestamp": "2024-03-01T09:00:00Z", "properties": {"level": 90}},
+    )
+    db = str(tmp_path / "store.duckdb")
+    assert run_app(["import", str(events), "--db", db]) == 0
+
+    assert run_app(["score", "--db", db, "--model", str(model), "--as-of", "2024-03-01T12:00:00Z"]) == 0
+    capsys.readouterr()
+
+    code, pending = run_json(capsys, "alerts", "list", "--db", db)
+    assert (code, [(row["account_id"], row["status"]) for row in pending]) == (0, [("acme", "pending")])
+    assert run_app(["alerts", "deliver", "--db", db]) == 0
+    assert [body["data"]["account_id"] for body in receiver.processed.values()] == ["acme"]

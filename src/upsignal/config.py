@@ -110,6 +110,17 @@ class HubSpotSettings(_DestinationSettings):
     )
     timezone: str = Field(default="UTC", description="The HubSpot account's time zone, in which the daily limit resets")
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as America/New_York") from None
+        return value
+
 
 class SalesforceSettings(_DestinationSettings):
     type: Literal["salesforce"]
@@ -151,13 +162,6 @@ class CustomDestinationSettings(_DestinationSettings):
 
     type: str = Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")
     options: dict[str, Any] = Field(default_factory=dict, description="Settings the destination class validates")
-
-    @field_validator("type")
-    @classmethod
-    def _not_builtin(cls, value: str) -> str:
-        if value in BUILTIN_DESTINATION_TYPES:
-            raise ValueError(f"type {value!r} is built in; its settings go at the top level, not under options")
-        return value
 
 
 def _destination_tag(value: Any) -> str:

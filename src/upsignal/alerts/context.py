@@ -98,8 +98,9 @@ class Alert:
         return self.tier == self.pql_tier
 
     def to_dict(self) -> dict[str, Any]:
-        """The alert as JSON-ready data: the webhook body and the dry-run output."""
+        """Return the alert as JSON-ready data, the same on every attempt (so without ``attempt``)."""
         data = asdict(self)
+        del data["attempt"]
         data["as_of"] = self.as_of.isoformat() + "Z"
         return data
 

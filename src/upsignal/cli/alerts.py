@@ -140,6 +140,21 @@ def retry_command(
     console.print(f"queued {changed:,} alerts for delivery")
 
 
+def _print_delivery(report: dict, counts: dict[str, dict[str, int]], enabled: set[str]) -> None:
+    if not report:
+        console.print("no enabled destinations in the project file's alerts section; nothing to deliver")
+    for name, found in report.items():
+        summary = ", ".join(f"{count:,} {outcome}" for outcome, count in sorted(found.items())) or "nothing due"
+        waiting = counts.get(name, {}).get("pending", 0)
+        console.print(f"{name}: {summary}; {waiting:,} waiting in the outbox")
+    for name, by_status in sorted(counts.items()):
+        if name not in enabled and by_status.get("pending"):
+            console.print(
+                f"{by_status['pending']:,} alerts wait for destination {name}, which is disabled or no longer in"
+                " the project file; enable it, or leave them in the outbox"
+            )
+
+
 @alerts_app.command("deliver")
 def deliver_command(
     destinations: Annotated[Optional[list[str]], typer.Option("--destination", "-d", help="Only these destinations (repeatable).")] = None,
@@ -170,9 +185,6 @@ def deliver_command(
     if json_output:
         print_json({"delivered": {name: dict(found) for name, found in report.items()}, "outbox": counts})
     else:
-        for name, found in report.items():
-            summary = ", ".join(f"{count:,} {outcome}" for outcome, count in sorted(found.items())) or "nothing due"
-            waiting = counts.get(name, {}).get("pending", 0)
-            console.print(f"{name}: {summary}; {waiting:,} waiting in the outbox")
+        _print_delivery(report, counts, {item.name for item in settings.alerts.destinations if item.enabled})
     if any(found.get("dead") for found in report.values()):
         raise typer.Exit(1)

@@ -38,7 +38,8 @@ class HubSpotDestination(Destination):
     """Companies, notes or tasks in HubSpot through a private app token."""
 
     kind = "hubspot"
-    # CRM batch endpoints accept at most 100 inputs per request.
+    # CRM v3 batch endpoints take at most 100 inputs per request. NOTE: the reference pages of
+    # batch upsert and batch create do not state the number; 100 is the cap integrations use.
     max_batch_size = 100
     # Private apps on Free and Starter accounts may make 100 requests per 10 seconds
     # (190 on Professional and Enterprise): https://developers.hubspot.com/docs/api/usage-details
