@@ -43,6 +43,8 @@ class Harness:
         return self.client.post(self.url + path, headers=headers, **kwargs)
 
     def rows(self, sql: str, params: list | None = None) -> list[dict]:
+        """Run a query once every acknowledged event is loaded into the store."""
+        assert self.app.fastapi.state.writer.wait_loaded(timeout=30)
         store = StoreCursor(self.app.fastapi.state.store)
         try:
             return store.rows(sql, params)

@@ -49,6 +49,7 @@ class ServerOptions:
 class Health(BaseModel):
     status: str
     events_stored: int
+    events_pending_load: int
     live_passes: int
 
 
@@ -134,9 +135,9 @@ def _build_fastapi(lifespan: Any) -> FastAPI:
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def health() -> dict[str, Any]:
-        """Report that the server is up, with the events it stored and the live passes it ran."""
-        scorer = app.state.scorer
-        return {"status": "ok", "events_stored": app.state.writer.rows,
+        """Report that the server is up, the events it stored, those acknowledged but not yet stored, and its live passes."""
+        scorer, writer = app.state.scorer, app.state.writer
+        return {"status": "ok", "events_stored": writer.rows, "events_pending_load": writer.unloaded_rows,
                 "live_passes": scorer.passes if scorer is not None else 0}
 
     def openapi() -> dict[str, Any]:

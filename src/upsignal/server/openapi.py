@@ -53,7 +53,10 @@ _RESPONSES = {
                   f" {MAX_BATCH_BYTES:,}-byte batch limit. The valid messages of a batch are stored and"
                   " counted in 'stored'; the rejected ones are listed by index in 'errors'."),
     "401": _error("Missing, unknown or revoked write key"),
-    "503": _error("The events could not be stored now; nothing was stored, retry the request"),
+    "503": {**_error("The server is too far behind or could not make the events durable; nothing was stored,"
+                     " so retry the request after the Retry-After delay"),
+            "headers": {"Retry-After": {"description": "Seconds to wait before retrying",
+                                        "schema": {"type": "integer"}}}},
 }
 
 _ACCEPTED = {

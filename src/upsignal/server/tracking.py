@@ -47,7 +47,7 @@ _AUTH_HEADERS = [(b"content-type", b"application/json"), (b"www-authenticate", b
 
 
 class TrackingAPI:
-    """Handles the tracking endpoints: parse, authenticate, validate, store, then acknowledge."""
+    """Handles the tracking endpoints: parse, authenticate, validate, make durable, then acknowledge."""
 
     def __init__(self, writer: GroupCommitWriter, key_sources: dict[str, str], future_tolerance: timedelta):
         self.writer = writer
@@ -78,7 +78,8 @@ class TrackingAPI:
             return (error.status, error_body(error.code, error.message, error.field, error.limit),
                     _AUTH_HEADERS if error.status == 401 else _OK_HEADERS)
         except WriterUnavailable as error:
-            return 503, error_body("unavailable", f"{error}; the events were not stored, retry the request"), _OK_HEADERS
+            return (503, error_body("unavailable", f"{error}; the events were not stored, retry the request"),
+                    [*_OK_HEADERS, (b"retry-after", str(error.retry_after).encode())])
         if prepared.rejections:
             return 400, _rejection_body(prepared.accepted, prepared.rejections, endpoint), _OK_HEADERS
         return 200, orjson.dumps({"success": True, "stored": prepared.accepted}), _OK_HEADERS

@@ -1,169 +1,251 @@
-"""Group commit: one thread stores the events of many requests in one DuckDB transaction.
+"""Durable ingest: acknowledge requests after a synced append to the ingest log, load DuckDB behind it.
 
-DuckDB allows one writing process per file, and a commit per request would cap
-ingest at a few hundred requests per second. Request handlers therefore put
-their Arrow tables on a queue and wait. The writer thread takes everything
-queued (up to ``max_rows``) and inserts it with one ``INSERT OR IGNORE``, which
-skips a messageId already stored anywhere. In the same transaction it adds the
-rejected and duplicate counts and the identities touched for live scoring.
-Only after the commit does it wake the waiting handlers. DuckDB writes its write-ahead log at commit, so an
-acknowledged event survives ``kill -9`` of the server.
+Request handlers put their Arrow tables on a queue and wait. Two threads follow:
+
+- the log thread takes everything queued (up to ``max_record_rows``), appends it
+  as one record to the ingest log (``ingest_log.py``), syncs the file once with
+  ``fdatasync`` and only then wakes the waiting handlers, whose events now
+  survive ``kill -9`` of the server;
+- the loader thread stores all records handed to it so far in one DuckDB
+  transaction (``loader.load_records``): events deduplicated by messageId,
+  counters, the identities touched for live scoring and the loaded position.
+  Then it deletes log segments that are wholly loaded.
+
+Rows acknowledged but not yet loaded stay in memory for the loader. Once their
+Arrow size would pass ``max_unloaded_bytes``, ``write`` raises WriterUnavailable,
+which the endpoints send as 503 with Retry-After, so memory stays bounded when
+DuckDB falls behind. An in-memory store has no file to keep a log next to, so
+there the handlers wait for the load instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import duckdb
 import pyarrow as pa
 
-from upsignal.errors import StoreError
+from upsignal.server.ingest_log import DEFAULT_SEGMENT_BYTES, IngestLogWriter, LogRecord, LogWriteError
+from upsignal.server.loader import load_records, loaded_seq
 from upsignal.store import Store
+from upsignal.store.database import ingest_log_dir
 
 log = logging.getLogger(__name__)
 
-# Identities whose users, accounts or scores an event can change; see live.resolve_touched.
-TOUCHED_SQL = """
-INSERT INTO live_touched
-SELECT DISTINCT ?, kind, value FROM (
-  SELECT 'user_key' AS kind, COALESCE(user_id, 'anon:' || anonymous_id) AS value FROM incoming_events
-  UNION ALL
-  SELECT 'user_key', 'anon:' || anonymous_id FROM incoming_events
-  WHERE user_id IS NOT NULL AND anonymous_id IS NOT NULL
-  UNION ALL
-  SELECT 'user_key', previous_id FROM incoming_events WHERE type = 'alias' AND previous_id IS NOT NULL
-  UNION ALL
-  SELECT 'user_key', 'anon:' || previous_id FROM incoming_events WHERE type = 'alias' AND previous_id IS NOT NULL
-  UNION ALL
-  SELECT 'group', group_id FROM incoming_events WHERE type = 'group' AND group_id IS NOT NULL
-)
-WHERE value IS NOT NULL
-"""
+# About 280,000 events of 400-600 bytes, which the loader stores in a few seconds.
+DEFAULT_MAX_UNLOADED_BYTES = 128 * 1024 * 1024
+RETRY_AFTER_SECONDS = 1
+# DuckDB checkpoints its write-ahead log past this size. The default, 16 MiB, checkpointed after every few
+# loads and rewrote the messageId index each time, which cut the loader's rate by about a third.
+CHECKPOINT_THRESHOLD = "256MiB"
+_MAX_LOAD_RETRY_SECONDS = 30.0
 
 
 class WriterUnavailable(Exception):
-    """The writer stopped, its queue is full, or the store failed: the request may be retried."""
+    """The writer is stopped, too far behind, or failed: nothing of the request was stored, so it may be retried."""
+
+    def __init__(self, message: str, retry_after: int = RETRY_AFTER_SECONDS):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass
 class _Pending:
     table: pa.Table
     rejected: int
+    nbytes: int
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
 
 
-class GroupCommitWriter:
-    """Stores queued Arrow tables of event rows, many requests per transaction."""
+@dataclass
+class _Appended:
+    """A record in the log, on its way to the loader, with the requests still waiting for it (in-memory stores)."""
 
-    def __init__(self, store: Store, max_rows: int = 50_000, max_queued: int = 2_000):
+    record: LogRecord
+    nbytes: int
+    waiting: list[_Pending] = field(default_factory=list)
+
+
+class GroupCommitWriter:
+    """Makes queued Arrow tables of event rows durable, many requests per sync, and loads them into the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        max_unloaded_bytes: int = DEFAULT_MAX_UNLOADED_BYTES,
+        max_record_rows: int = 50_000,
+        max_load_rows: int = 200_000,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ):
         self._conn = store.conn.cursor()
-        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_queued)
-        self._max_rows = max_rows
-        self._seq = store.scalar("SELECT COALESCE(max(seq), 0) FROM live_touched")
-        self._thread = threading.Thread(target=self._run, name="upsignal-ingest-writer", daemon=True)
-        self._stopped = threading.Event()
-        self.commits = 0
+        self.max_unloaded_bytes = max_unloaded_bytes
+        self._max_record_rows = max_record_rows
+        self._max_load_rows = max_load_rows
+        self.loaded_seq = loaded_seq(self._conn)
+        self._next_seq = self.loaded_seq + 1
+        directory = ingest_log_dir(store.path)
+        self._log = None if directory is None else IngestLogWriter(directory, self._next_seq, segment_bytes)
+        if self._log is not None:
+            self._conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        self._incoming: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._appended: queue.SimpleQueue[_Appended | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._loaded = threading.Condition()
+        self._stopping = False
+        self._stop_retrying = threading.Event()
+        self._unloaded_bytes = 0
+        self._unloaded_rows = 0
+        self._log_thread = threading.Thread(target=self._append_loop, name="upsignal-ingest-log", daemon=True)
+        self._load_thread = threading.Thread(target=self._load_loop, name="upsignal-ingest-loader", daemon=True)
         self.rows = 0
 
-    def start(self) -> None:
-        self._thread.start()
+    @property
+    def unloaded_rows(self) -> int:
+        """Rows accepted but not yet stored in DuckDB (acknowledged ones, when there is a log)."""
+        return self._unloaded_rows
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Store what is queued, then stop the thread."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join(timeout)
-        self._stopped.set()
+    def wait_loaded(self, timeout: float | None = None) -> bool:
+        """Wait until every record appended before the call is stored in DuckDB; return False on timeout."""
+        target = self._next_seq - 1
+        with self._loaded:
+            return self._loaded.wait_for(lambda: self.loaded_seq >= target, timeout)
+
+    def start(self) -> None:
+        self._log_thread.start()
+        self._load_thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Append and load everything queued, then stop both threads; unloaded records stay in the log."""
+        with self._lock:
+            self._stopping = True
+            if self._log_thread.is_alive():
+                self._incoming.put(None)
+        self._log_thread.join(timeout)
+        if self._load_thread.is_alive() and not self._log_thread.is_alive():
+            self._load_thread.join(timeout)
+        if self._load_thread.is_alive():
+            self._stop_retrying.set()
+            self._load_thread.join(5.0)
+        if self._log is not None and not self._log_thread.is_alive():
+            self._log.close(self.loaded_seq)
+        if self._unloaded_rows:
+            log.warning("stopped with %d events not yet stored; the next open of the store loads them from the"
+                        " ingest log", self._unloaded_rows)
         self._conn.close()
 
     async def write(self, table: pa.Table, rejected: int = 0) -> None:
-        """Store a table of event rows; returns once they are committed."""
-        if self._stopped.is_set() or not self._thread.is_alive():
-            raise WriterUnavailable("the ingest writer is not running")
+        """Make a table of event rows durable; returns once they are synced to the log (or stored)."""
         loop = asyncio.get_running_loop()
-        pending = _Pending(table, rejected, loop.create_future(), loop)
-        try:
-            self._queue.put_nowait(pending)
-        except queue.Full:
-            raise WriterUnavailable("the ingest queue is full; retry after a short wait") from None
+        pending = _Pending(table, rejected, table.nbytes, loop.create_future(), loop)
+        with self._lock:
+            if self._stopping or not self._log_thread.is_alive():
+                raise WriterUnavailable("the ingest writer is not running")
+            if self._unloaded_bytes and self._unloaded_bytes + pending.nbytes > self.max_unloaded_bytes:
+                raise WriterUnavailable(f"the store is {self._unloaded_rows:,} events behind the requests it"
+                                        " acknowledged; retry after a short wait")
+            self._unloaded_bytes += pending.nbytes
+            self._unloaded_rows += table.num_rows
+            self._incoming.put(pending)
         await pending.future
 
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
+    # -- log thread ------------------------------------------------------------------------------
+
+    def _append_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._incoming.get()
             if first is None:
-                return
-            batch, stop = self._drain(first)
-            self._commit(batch)
-            if stop:
-                return
-
-    def _drain(self, first: _Pending) -> tuple[list[_Pending], bool]:
-        batch, rows = [first], first.table.num_rows
-        while rows < self._max_rows:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
                 break
-            if item is None:
-                return batch, True
-            batch.append(item)
-            rows += item.table.num_rows
-        return batch, False
+            batch, stop = _drain(self._incoming, first, self._max_record_rows, lambda item: item.table.num_rows)
+            self._append(batch)
+        self._appended.put(None)
 
-    def _commit(self, batch: list[_Pending]) -> None:
-        started = time.perf_counter()
-        try:
-            inserted, offered = self._store(batch)
-        except (duckdb.Error, StoreError) as error:
-            log.error("storing %d queued requests failed: %s", len(batch), error)
-            _settle(batch, WriterUnavailable(f"the store failed to save the events: {error}"))
-            return
-        except Exception as error:  # the thread must outlive any failure, or every handler would hang
-            log.exception("unexpected failure storing %d queued requests", len(batch))
-            _settle(batch, WriterUnavailable(f"the events could not be stored: {error}"))
-            return
-        self.commits += 1
-        self.rows += inserted
-        log.debug("stored %d of %d events from %d requests in %.1f ms",
-                  inserted, offered, len(batch), (time.perf_counter() - started) * 1000)
-        _settle(batch, None)
-
-    def _store(self, batch: list[_Pending]) -> tuple[int, int]:
-        tables = [item.table for item in batch if item.table.num_rows]
+    def _append(self, batch: list[_Pending]) -> None:
+        tables = [item.table for item in batch]
         rejected = sum(item.rejected for item in batch)
-        offered = sum(table.num_rows for table in tables)
-        conn = self._conn
-        conn.execute("BEGIN TRANSACTION")
+        nbytes = sum(item.nbytes for item in batch)
         try:
-            inserted = 0
-            if tables:
-                conn.register("incoming_events", pa.concat_tables(tables))
-                try:
-                    inserted = conn.execute("INSERT OR IGNORE INTO events SELECT * FROM incoming_events").fetchone()[0]
-                    self._seq += 1
-                    conn.execute(TOUCHED_SQL, [self._seq])
-                finally:
-                    conn.unregister("incoming_events")
-            if offered > inserted or rejected:
-                conn.execute(
-                    "UPDATE ingest_counters SET value = value + CASE name"
-                    " WHEN 'duplicates' THEN ? WHEN 'rejected' THEN ? ELSE 0 END",
-                    [offered - inserted, rejected],
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(duckdb.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return inserted, offered
+            seq = self._next_seq if self._log is None else self._log.append(tables, rejected)
+        except (LogWriteError, OSError) as error:
+            log.error("appending %d requests to the ingest log failed: %s", len(batch), error)
+            self._release(nbytes, sum(table.num_rows for table in tables))
+            _settle(batch, WriterUnavailable(f"the events could not be made durable: {error}"))
+            return
+        self._next_seq = seq + 1
+        appended = _Appended(LogRecord(seq, tables, rejected), nbytes)
+        if self._log is None:
+            appended.waiting = batch
+        else:
+            _settle(batch, None)
+        self._appended.put(appended)
+
+    # -- loader thread ---------------------------------------------------------------------------
+
+    def _load_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._appended.get()
+            if first is None:
+                break
+            batch, stop = _drain(self._appended, first, self._max_load_rows, lambda item: item.record.rows)
+            self._load(batch)
+
+    def _load(self, batch: list[_Appended]) -> None:
+        records = [item.record for item in batch]
+        waiting = [pending for item in batch for pending in item.waiting]
+        started = time.perf_counter()
+        delay = 0.1
+        while True:
+            try:
+                result = load_records(self._conn, records)
+                break
+            except Exception as error:  # the thread must outlive any failure, or acknowledged events would wait forever
+                if self._log is None:
+                    log.error("storing %d queued requests failed: %s", len(waiting), error)
+                    self._release(sum(item.nbytes for item in batch), sum(record.rows for record in records))
+                    _settle(waiting, WriterUnavailable(f"the store failed to save the events: {error}"))
+                    return
+                log.error("loading ingest log records %d-%d failed: %s; retrying in %.1f s",
+                          records[0].seq, records[-1].seq, error, delay)
+                if self._stop_retrying.wait(delay):
+                    return
+                delay = min(delay * 2, _MAX_LOAD_RETRY_SECONDS)
+        self.rows += result.inserted
+        with self._loaded:
+            self.loaded_seq = result.loaded_seq
+            self._loaded.notify_all()
+        self._release(sum(item.nbytes for item in batch), sum(record.rows for record in records))
+        if self._log is not None:
+            self._log.delete_loaded(result.loaded_seq)
+        log.debug("loaded %d of %d events from ingest log records %d-%d in %.1f ms", result.inserted,
+                  result.inserted + result.duplicates, records[0].seq, records[-1].seq,
+                  (time.perf_counter() - started) * 1000)
+        _settle(waiting, None)
+
+    def _release(self, nbytes: int, rows: int) -> None:
+        with self._lock:
+            self._unloaded_bytes -= nbytes
+            self._unloaded_rows -= rows
+
+
+def _drain(source: queue.SimpleQueue, first, max_rows: int, rows_of) -> tuple[list, bool]:
+    """Take ``first`` and whatever else is queued, up to ``max_rows``; the flag is set if the stop marker came."""
+    batch, rows = [first], rows_of(first)
+    while rows < max_rows:
+        try:
+            item = source.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:
+            return batch, True
+        batch.append(item)
+        rows += rows_of(item)
+    return batch, False
 
 
 def _settle(batch: list[_Pending], error: Exception | None) -> None:
@@ -175,7 +257,7 @@ def _settle(batch: list[_Pending], error: Exception | None) -> None:
         try:
             loop.call_soon_threadsafe(_resolve, items, error)
         except RuntimeError:
-            log.warning("a request's event loop closed before its events were committed")
+            log.warning("a request's event loop closed before its events were made durable")
 
 
 def _resolve(items: list[_Pending], error: Exception | None) -> None:

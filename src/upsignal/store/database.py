@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path("upsignal.duckdb")
 DB_ENV_VAR = "UPSIGNAL_DB"
+INGEST_LOG_SUFFIX = ".ingest"
 
 
 def resolve_path(path: str | os.PathLike[str] | None = None) -> str:
@@ -25,6 +26,18 @@ def resolve_path(path: str | os.PathLike[str] | None = None) -> str:
     if path is not None:
         return str(path)
     return os.environ.get(DB_ENV_VAR) or str(DEFAULT_PATH)
+
+
+def ingest_log_dir(path: str) -> Path | None:
+    """Return the folder of the ingest server's log for a store file, or None for an in-memory store."""
+    if path.startswith(":memory:"):
+        return None
+    return Path(path + INGEST_LOG_SUFFIX)
+
+
+def _has_ingest_log(path: str) -> bool:
+    directory = ingest_log_dir(path)
+    return directory is not None and directory.is_dir() and any(directory.iterdir())
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -50,10 +63,15 @@ class Store:
 
     ``":memory:"`` gives a private in-memory store (tests). The store is
     single-writer: DuckDB locks the file, so a second process gets StoreError.
+    Every open first loads events that ``upsignal serve`` acknowledged but had
+    not yet stored when it stopped (its ingest log, ``<path>.ingest/``).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, read_only: bool = False):
         self.path = resolve_path(path)
+        if read_only and _has_ingest_log(self.path):
+            # Loading the log needs a writable open; the read-only one follows it.
+            Store(self.path).close()
         try:
             self.conn = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as error:
@@ -70,6 +88,14 @@ class Store:
         register_functions(self.conn)
         if not read_only:
             self.migrate()
+            if _has_ingest_log(self.path):
+                from upsignal.server.loader import recover_ingest_log  # imported only when there is a log
+
+                try:
+                    recover_ingest_log(self)
+                except BaseException:
+                    self.conn.close()
+                    raise
         self._check_version()
 
     # -- schema ---------------------------------------------------------------
