@@ -174,11 +174,12 @@ def drain(events: Path, kinds: tuple[str, ...], accounts: int, limits: dict[str,
     return figures
 
 
-def record(accounts: int, sample: int, scoring: float, rates: dict[str, float], figures: dict[str, dict]) -> None:
+def record(accounts: int, sample: int, scoring: float, rates: dict[str, float], figures: dict[str, dict],
+           load: float) -> None:
     slack_hours = accounts / 3600
     hubspot_batches = -(-accounts // 100)
     lines = [
-        machine_line(),
+        f"{machine_line()} One-minute load average at the start: {load:.1f}.",
         "",
         f"{accounts:,} accounts cross into the pql tier in one scoring run, which stores {accounts:,} transitions"
         f" and {accounts * len(BULK_KINDS):,} outbox rows (one per destination) in {scoring:.1f} s. The destinations"
@@ -218,6 +219,7 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="Do not write BENCHMARKS.md.")
     args = parser.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0]
     events, sample = WORK / "alerts-events.duckdb", WORK / "alerts-sample.duckdb"
     print(f"building {args.accounts:,} accounts, and {args.slack_sample:,} for Slack", flush=True)
     build_events(events, args.accounts)
@@ -229,7 +231,7 @@ def main() -> None:
     figures = drain(events, BULK_KINDS, args.accounts, {"hubspot": HUBSPOT_LIMIT})
     figures.update(drain(sample, ("slack",), args.slack_sample, {"slack": SLACK_SCALED}))
     if not args.no_record:
-        record(args.accounts, args.slack_sample, scoring, rates, figures)
+        record(args.accounts, args.slack_sample, scoring, rates, figures, load)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,9 @@ class HubSpotDestination(Destination):
             self.api.batch("companies", "update", inputs)
 
     def name_new_companies(self, created: list[dict[str, Any]], latest: dict[str, Alert]) -> None:
+        # NOTE: a crash between the upsert and this request leaves the company unnamed, because the
+        # retry's upsert no longer reports it as new. Naming any company without a name instead
+        # could overwrite a name that the upsert response merely left out.
         inputs = [
             {"id": result["id"], "properties": {"name": latest[result["traceId"]].name}}
             for result in created if latest[result["traceId"]].name
