@@ -329,3 +329,24 @@ def test_users_filtered_by_account(store_file, capsys):
     assert run_app(["users", "--db", str(store_file), "--account", "acme.co.in", "--json"]) == 0
     users = json.loads(capsys.readouterr().out)
     assert sorted(user["user_id"] for user in users) == ["a", "b"]
+
+
+def test_alias_chain_ends_at_latest_user(store):
+    add_events(
+        store,
+        {"type": "page", "anonymousId": "anon-x", "timestamp": "2024-01-01T00:00:00Z"},
+        {"type": "identify", "anonymousId": "anon-x", "userId": "a", "traits": {"email": "a@globex.com"},
+         "timestamp": "2024-01-01T00:01:00Z"},
+        {"type": "alias", "previousId": "a", "userId": "b", "timestamp": "2024-01-02T00:00:00Z"},
+        {"type": "track", "userId": "b", "event": "Report Run", "timestamp": "2024-01-02T00:01:00Z"},
+        {"type": "alias", "previousId": "b", "userId": "c", "timestamp": "2024-01-03T00:00:00Z"},
+        {"type": "group", "userId": "c", "groupId": "org-1", "timestamp": "2024-01-03T00:01:00Z"},
+    )
+
+    resolve_accounts(store)
+
+    users = store.rows("SELECT user_id, account_id FROM users")
+    keys = {row["user_key"]: row["user_id"] for row in store.rows("SELECT user_key, user_id FROM user_keys")}
+    assert users == [{"user_id": "c", "account_id": "org-1"}]
+    assert keys["anon:anon-x"] == "c"
+    assert keys["a"] == keys["b"] == "c"

@@ -41,7 +41,10 @@ MERGE_TRAITS_SQL_FUNCTION = "upsignal_merge_traits"
 _EMAIL = "lower(trim(COALESCE(traits ->> '$.email', context ->> '$.traits.email')))"
 _USER_NAME = "COALESCE(traits ->> '$.name', context ->> '$.traits.name')"
 
-# user_key -> final user_id, before accounts are known.
+# user_key -> final user_id, before accounts are known. An alias renames a user
+# id; a chain of aliases (a -> b, b -> c) is followed for up to 6 renames, so
+# every former id and every anonymous id linked to one ends at the latest id.
+ALIAS_HOPS = 6
 USER_LINKS_SQL = """
 WITH anonymous_links AS (
   SELECT anonymous_id AS key, user_id, timestamp FROM events
@@ -59,14 +62,28 @@ renamed AS (
   GROUP BY previous_id
 ),
 known_ids AS (
-  SELECT DISTINCT user_id FROM events WHERE user_id IS NOT NULL
+  SELECT user_id FROM events WHERE user_id IS NOT NULL
+  UNION
+  SELECT user_id FROM anonymous_links
+),
+final_ids AS (
+  SELECT k.user_id AS old_id, COALESCE(r6.user_id, r5.user_id, r4.user_id, r3.user_id, r2.user_id, r1.user_id, k.user_id) AS user_id
+  FROM known_ids AS k
+  LEFT JOIN renamed AS r1 ON r1.old_id = k.user_id
+  LEFT JOIN renamed AS r2 ON r2.old_id = r1.user_id
+  LEFT JOIN renamed AS r3 ON r3.old_id = r2.user_id
+  LEFT JOIN renamed AS r4 ON r4.old_id = r3.user_id
+  LEFT JOIN renamed AS r5 ON r5.old_id = r4.user_id
+  LEFT JOIN renamed AS r6 ON r6.old_id = r5.user_id
+),
+first_links AS (
+  SELECT key, ARG_MIN(user_id, {'linked_at': timestamp, 'user_id': user_id}) AS user_id
+  FROM anonymous_links GROUP BY key
 )
-SELECT 'anon:' || key AS user_key,
-       ARG_MIN(user_id, {'linked_at': timestamp, 'user_id': user_id}) AS user_id
-FROM anonymous_links GROUP BY key
+SELECT 'anon:' || a.key AS user_key, f.user_id
+FROM first_links AS a JOIN final_ids AS f ON f.old_id = a.user_id
 UNION ALL
-SELECT k.user_id AS user_key, COALESCE(r.user_id, k.user_id) AS user_id
-FROM known_ids AS k LEFT JOIN renamed AS r ON r.old_id = k.user_id
+SELECT old_id AS user_key, user_id FROM final_ids
 """
 
 # Email and name are extracted before the join, so Spark shuffles two short

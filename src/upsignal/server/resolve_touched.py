@@ -9,7 +9,10 @@ result equals a full rebuild because each output row depends only on these
 events:
 
 - the link of a user key (``anon:<anonymousId>`` or a userId) on the events
-  naming that anonymousId or userId, and on aliases whose previousId it is;
+  naming that anonymousId or userId, and on alias calls (all of them are
+  read, because a chain of aliases can pass through any id; they are few);
+- so a new alias also changes every key whose link ends at its previousId,
+  and those keys are re-resolved too;
 - a user's row on the events of every key linked to that user;
 - an account's row on its members' rows and on group calls for its groupId;
 - a user's account only on that user's own events.
@@ -30,6 +33,7 @@ WHERE user_id IN (SELECT user_key FROM touched_keys)
    OR previous_id IN (SELECT user_key FROM touched_keys)
    OR anonymous_id IN (SELECT anonymous_id FROM touched_anonymous_ids)
    OR previous_id IN (SELECT anonymous_id FROM touched_anonymous_ids)
+   OR type = 'alias'
 """
 
 
@@ -48,6 +52,11 @@ def resolve_touched(store: Store, up_to_seq: int) -> int:
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE touched_keys AS SELECT DISTINCT value AS user_key FROM live_touched"
         " WHERE kind = 'user_key' AND seq <= ?", [up_to_seq],
+    )
+    conn.execute(
+        "INSERT INTO touched_keys SELECT user_key FROM live_links"
+        " WHERE user_id IN (SELECT user_key FROM touched_keys)"
+        " AND user_key NOT IN (SELECT user_key FROM touched_keys)"
     )
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE touched_anonymous_ids AS SELECT substr(user_key, 6) AS anonymous_id"
