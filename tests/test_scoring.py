@@ -179,3 +179,39 @@ def test_invalid_model_names_the_problem(change, message):
         parse_model(MODEL.replace(*change))
 
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('"ran {value} reports {window}"', '"ran {value} reports {windw}"'), "uses {windw}; the placeholders are"),
+        (('"ran {value} reports {window}"', '"ran {value:.1f} reports"'), "values are already formatted"),
+        (("{name: warm, min: 30}", "{name: cold, min: 30}"), "tiers: names must be unique"),
+        (("max_score: 100", "max_score: 0"), "max_score"),
+        (("max_score: 100", "max_score: 50"), "pql can never be reached"),
+        (("cooldown: 1d", "cooldown: soon"), "cooldown: window 'soon'"),
+        (("- signal: reports", "- signal: nothing"), "rules.0 (nothing): refers to unknown signal"),
+    ],
+)
+def test_model_problems_found_at_load(change, message):
+    with pytest.raises(ModelError) as raised:
+        parse_model(MODEL.replace(*change))
+
+    assert message in str(raised.value)
+
+
+def test_constant_ratio_denominator_must_not_be_zero():
+    text = MODEL.replace("rules:", "  share: {type: ratio, numerator: reports, denominator: 0}\nrules:", 1)
+
+    with pytest.raises(ModelError, match="signals.share.denominator: a constant denominator must not be 0"):
+        parse_model(text)
+
+
+def test_sentence_can_place_previous_value(store):
+    text = MODEL.replace('"ran {value} reports {window}"', '"ran {value} reports, {previous} before"')
+    _report(store, 0, START - timedelta(days=8))
+    _report(store, 1, START)
+    resolve_accounts(store)
+    score_accounts(store, parse_model(text), text, START + timedelta(hours=1))
+
+    assert explain_account(store, "acme").reasons[0] == "ran 1 reports, 1 before"

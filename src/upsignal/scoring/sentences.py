@@ -44,17 +44,23 @@ def change_phrase(value: float, previous: float | None, window: str) -> str:
 
 
 def signal_sentence(model: ScoringModel, name: str, signals: dict[str, float | None]) -> str:
-    """Write one sentence for a signal's value, with its change against the previous window if computed."""
+    """Write one sentence for a signal's value, with its change against the previous window if computed.
+
+    A template that places ``{previous}`` itself gets no change phrase appended.
+    """
     signal = model.signals[name]
     value = signals.get(name)
     window = getattr(signal, "window", None)
+    previous_key = f"{name}__previous"
     template = signal.sentence or "{label}: {value} {window}"
     sentence = template.format(
         value=format_number(value),
+        previous=format_number(signals.get(previous_key)),
         label=name.replace("_", " "),
         window=describe_window(window) if window else "",
     ).strip()
-    previous_key = f"{name}__previous"
+    if "{previous}" in template:
+        return sentence
     if isinstance(signal, AGGREGATE_TYPES) and previous_key in signals and value is not None:
         phrase = change_phrase(value, signals[previous_key], window)
         if phrase:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from datetime import timedelta
 from importlib import resources
 from pathlib import Path
@@ -28,6 +29,34 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+SENTENCE_PLACEHOLDERS = ("value", "previous", "window", "label")
+
+
+def check_sentence(template: str | None) -> str | None:
+    """Reject a sentence template with a placeholder that sentences cannot fill.
+
+    >>> check_sentence("ran {value} reports {window}")
+    'ran {value} reports {window}'
+    """
+    if template is None:
+        return None
+    allowed = ", ".join("{" + name + "}" for name in SENTENCE_PLACEHOLDERS)
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as error:
+        raise ValueError(f"sentence {template!r} has unbalanced braces ({error}); write {{{{ for a literal brace") from None
+    for _, field_name, format_spec, conversion in parts:
+        if field_name is None:
+            continue
+        if field_name not in SENTENCE_PLACEHOLDERS:
+            raise ValueError(f"sentence {template!r} uses {{{field_name}}}; the placeholders are {allowed}")
+        if format_spec or conversion:
+            raise ValueError(
+                f"sentence {template!r} formats {{{field_name}}}; values are already formatted, so write {{{field_name}}}"
+            )
+    return template
 
 
 def parse_window(text: str) -> timedelta | None:
@@ -96,6 +125,8 @@ class _SignalBase(_Strict):
         parse_window(value)
         return value
 
+    _check_sentence = field_validator("sentence")(lambda cls, value: check_sentence(value))
+
 
 class EventFilter(_SignalBase):
     event: str | list[str] | None = Field(default=None, description="Track event name(s); omit for all events")
@@ -133,6 +164,15 @@ class RatioSignal(_Strict):
     sentence: str | None = None
     percent: bool = Field(default=False, description="Multiply by 100, for 'at 92% of the limit'")
 
+    _check_sentence = field_validator("sentence")(lambda cls, value: check_sentence(value))
+
+    @field_validator("denominator")
+    @classmethod
+    def _nonzero_denominator(cls, value: str | float) -> str | float:
+        if not isinstance(value, str) and value == 0:
+            raise ValueError("a constant denominator must not be 0")
+        return value
+
 
 class TrendSignal(_Strict):
     """A signal's value in its window divided by its value in the previous window of the same length."""
@@ -141,6 +181,8 @@ class TrendSignal(_Strict):
     of: str
     description: str = ""
     sentence: str | None = None
+
+    _check_sentence = field_validator("sentence")(lambda cls, value: check_sentence(value))
 
 
 Signal = Annotated[
@@ -217,7 +259,7 @@ class ScoringModel(_Strict):
     signals: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Signal]
     rules: list[Rule] = Field(default_factory=list)
     fit: list[FitRule] = Field(default_factory=list)
-    max_score: float = 100
+    max_score: float = Field(default=100, gt=0)
     tiers: list[Tier] = Field(min_length=1)
     pql_tier: str = "pql"
     cooldown: str = Field(default="7d", description="After leaving a tier, re-entering it within this time raises no new alert")
@@ -244,27 +286,34 @@ class ScoringModel(_Strict):
                     references.append(signal.denominator)
             elif isinstance(signal, TrendSignal):
                 references = [signal.of]
-                base = self.signals.get(signal.of)
-                if base is not None and not isinstance(base, AGGREGATE_TYPES):
-                    raise ValueError(f"signal {name}: 'of' must name a count, distinct, sum, max or last signal")
             for reference in references:
                 if reference not in names or not isinstance(self.signals[reference], AGGREGATE_TYPES):
                     raise ValueError(
-                        f"signal {name} refers to {reference!r}, which is not a count, distinct,"
-                        " sum, max or last signal of this model"
+                        f"signals.{name}: refers to {reference!r}, which is not a count, distinct_users,"
+                        " distinct, sum, max or last signal of this model"
                     )
-        for rule in self.rules:
+        for index, rule in enumerate(self.rules):
             if rule.signal not in names:
-                raise ValueError(f"rule {rule.name} refers to unknown signal {rule.signal!r}")
+                raise ValueError(f"rules.{index} ({rule.name}): refers to unknown signal {rule.signal!r}")
         rule_names = [rule.name for rule in self.rules] + [rule.name for rule in self.fit]
-        if len(rule_names) != len(set(rule_names)):
-            raise ValueError("rule and fit names must be unique; give repeated rules a 'name'")
+        repeated = sorted({name for name in rule_names if rule_names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"rules: {', '.join(repeated)} used twice; give repeated rules and fit rules a unique 'name'")
+        tier_names = [tier.name for tier in self.tiers]
+        if len(tier_names) != len(set(tier_names)):
+            raise ValueError(f"tiers: names must be unique, got {tier_names}")
         mins = [tier.min for tier in self.tiers]
         if mins != sorted(set(mins)):
-            raise ValueError("tiers must be listed from lowest to highest min, with distinct mins")
-        if self.pql_tier not in {tier.name for tier in self.tiers}:
-            raise ValueError(f"pql_tier {self.pql_tier!r} is not one of the tiers")
-        parse_window(self.cooldown)
+            raise ValueError("tiers: list them from lowest to highest min, with distinct mins")
+        unreachable = [tier.name for tier in self.tiers if tier.min > self.max_score]
+        if unreachable:
+            raise ValueError(f"tiers: {', '.join(unreachable)} can never be reached, min is above max_score {self.max_score:g}")
+        if self.pql_tier not in tier_names:
+            raise ValueError(f"pql_tier: {self.pql_tier!r} is not one of the tiers {tier_names}")
+        try:
+            parse_window(self.cooldown)
+        except ValueError as error:
+            raise ValueError(f"cooldown: {error}") from None
         return self
 
     @property
@@ -286,8 +335,12 @@ class ScoringModel(_Strict):
 def _describe(error: pydantic.ValidationError, source: str) -> ModelError:
     lines = []
     for item in error.errors(include_url=False)[:5]:
-        where = ".".join(str(part) for part in item["loc"] if not str(part).endswith("Signal"))
-        lines.append(f"  {where or '(top level)'}: {item['msg'].removeprefix('Value error, ')}")
+        location = [str(part) for part in item["loc"]]
+        if location[:1] == ["signals"] and len(location) > 2:
+            del location[2]  # the signal type, which pydantic adds for the tagged union
+        where = ".".join(location)
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}" if where else f"  {message}")
     return ModelError(f"invalid model {source}:\n" + "\n".join(lines))
 
 
