@@ -13,14 +13,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from upsignal.errors import UpsignalError
-from upsignal.store import Store
+from upsignal.config import load_project
+from upsignal.errors import StoreError, UpsignalError
+from upsignal.store import Store, resolve_path
 
 app = typer.Typer(
     name="upsignal",
     help="Find product-qualified leads in product usage events and tell sales why.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -42,8 +44,23 @@ def configure(
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
-def open_store(db: Path | None, read_only: bool = False) -> Store:
-    return Store(db, read_only=read_only)
+def open_store(db: Path | None, read_only: bool = False, must_exist: bool | None = None) -> Store:
+    """Open the store named by --db or $UPSIGNAL_DB, else by upsignal.yaml's ``db``, else ./upsignal.duckdb.
+
+    Commands that only read (and ``must_exist``, default: ``read_only``) refuse
+    to create a new empty store, so a mistyped path fails instead of showing nothing.
+    """
+    path = resolve_path(db if db is not None else load_project().db)
+    if must_exist is None:
+        must_exist = read_only
+    if must_exist and path != ":memory:" and not Path(path).exists():
+        raise StoreError(f"store not found: {path}; import events first with 'upsignal import', or pass --db")
+    return Store(path, read_only=read_only)
+
+
+def model_path(model: Path | None) -> Path | str | None:
+    """Return the model file named by --model, else by upsignal.yaml's ``model`` (None: the default lookup)."""
+    return model if model is not None else load_project().model
 
 
 def parse_time(text: str | None, option: str = "--as-of") -> datetime | None:

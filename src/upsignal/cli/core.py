@@ -10,7 +10,17 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from upsignal.cli.app import DbOption, JsonOption, app, console, open_store, parse_time, print_json, stdout
+from upsignal.cli.app import (
+    DbOption,
+    JsonOption,
+    app,
+    console,
+    model_path,
+    open_store,
+    parse_time,
+    print_json,
+    stdout,
+)
 from upsignal.errors import ConfigError
 from upsignal.events.importers import import_file
 from upsignal.events.schema import utc_now
@@ -45,8 +55,8 @@ def init(
 
 @app.command("import")
 def import_command(
-    files: Annotated[list[Path], typer.Argument(help="Files to import: JSON lines, CSV or Parquet.")],
-    file_format: Annotated[Optional[str], typer.Option("--format", help="jsonl, csv or parquet [default: from the extension]", show_default=False)] = None,
+    files: Annotated[list[Path], typer.Argument(help="Files to import: JSON lines, CSV, TSV or Parquet.")],
+    file_format: Annotated[Optional[str], typer.Option("--format", help="jsonl, csv, tsv or parquet [default: from the extension]", show_default=False)] = None,
     mapping: Annotated[Optional[Path], typer.Option("--mapping", help="YAML mapping of source columns to Segment fields.")] = None,
     db: DbOption = None,
     json_output: JsonOption = False,
@@ -54,24 +64,32 @@ def import_command(
     """Import events, then resolve users into accounts.
 
     Bad records are reported with their line, field and value; the rest import.
-    Re-importing a file stores nothing twice.
+    Re-importing a file stores nothing twice. Every file is checked (it exists,
+    its format is known, the mapping's columns are in it) before any is imported.
 
     Example: upsignal import events.jsonl
     """
-    if file_format not in (None, "jsonl", "csv", "parquet"):
-        raise typer.BadParameter(f"{file_format!r} is not one of jsonl, csv, parquet", param_hint="--format")
+    from upsignal.events.importers import FORMATS, check_files
+
+    if file_format is not None and file_format not in FORMATS:
+        raise typer.BadParameter(f"{file_format!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
     loaded_mapping = load_mapping(mapping) if mapping else None
+    check_files(files, file_format, loaded_mapping)
     reports = []
-    with open_store(db) as store:
-        for path in files:
-            with _progress() as progress:
-                task = progress.add_task(f"importing {path.name}", total=None)
-                report = import_file(
-                    store, path, file_format, loaded_mapping,
-                    progress=lambda done, total: progress.update(task, completed=done, total=total),
-                )
-            reports.append(report)
-        counts = resolve_accounts(store)
+    try:
+        with open_store(db) as store:
+            for path in files:
+                with _progress() as progress:
+                    task = progress.add_task(f"importing {path.name}", total=None)
+                    report = import_file(
+                        store, path, file_format, loaded_mapping,
+                        progress=lambda done, total: progress.update(task, completed=done, total=total),
+                    )
+                reports.append(report)
+            counts = resolve_accounts(store)
+    except KeyboardInterrupt:
+        console.print("import interrupted; re-run it to continue: already stored events are skipped", highlight=False)
+        raise typer.Exit(1) from None
     failed = sum(report.rejected for report in reports)
     if json_output:
         print_json({
@@ -143,10 +161,11 @@ def score(
     events in Parquet or a Spark table; only per-account results return.
 
     Example: upsignal score --as-of 2024-03-01T00:00:00Z
+
     Example: upsignal score --engine spark --events 's3a://lake/events/' --spark-conf spark.executor.memory=8g
     """
     moment = parse_time(as_of)
-    scoring_model, text = load_model(model)
+    scoring_model, text = load_model(model_path(model))
     if parquet is not None:
         if engine != EngineName.spark:
             raise typer.BadParameter("writing Parquet needs --engine spark", param_hint="--parquet")
@@ -154,7 +173,7 @@ def score(
             spark_engine.write_parquet(scoring_model, moment or utc_now(), str(parquet))
         console.print(f"wrote scores, accounts and users under {parquet}")
         return
-    with open_store(db) as store, open_engine(engine.value, store, events, spark_conf) as chosen:
+    with open_store(db, must_exist=True) as store, open_engine(engine.value, store, events, spark_conf) as chosen:
         with console.status("scoring accounts"):
             run = score_accounts(store, scoring_model, text, moment, chosen)
         tiers = store.rows(
@@ -196,6 +215,9 @@ def accounts(
     """
     with open_store(db, read_only=True) as store:
         items = list_explanations(store, tier, limit)
+        known_tiers = [row["tier"] for row in store.rows("SELECT DISTINCT tier FROM account_state ORDER BY tier")]
+    if tier and tier not in known_tiers:
+        console.print(f"no account is in tier {tier!r}; tiers in the store: {', '.join(known_tiers) or 'none (run upsignal score)'}")
     if json_output:
         print_json([_account_json(item) for item in items])
         return
@@ -281,7 +303,7 @@ def sql(
 
     if dialect not in sqlglot.dialects.DIALECTS and dialect.lower() not in [d.lower() for d in sqlglot.dialects.DIALECTS]:
         raise typer.BadParameter(f"unknown dialect {dialect!r}", param_hint="--dialect")
-    scoring_model, _ = load_model(model)
+    scoring_model, _ = load_model(model_path(model))
     sys_out = compile_scoring_query(scoring_model, parse_time(as_of) or utc_now(), dialect.lower())
     typer.echo(sys_out)
 
