@@ -47,6 +47,7 @@ def _instants() -> list[datetime]:
     edges = [
         AS_OF, AS_OF - timedelta(days=7), AS_OF - timedelta(days=14), AS_OF - timedelta(hours=24),
         start, week_start(start - timedelta(microseconds=1), "Asia/Kolkata", "sunday"),
+        week_start(start - timedelta(microseconds=1), "Asia/Kolkata", "sunday") + (AS_OF - start),
     ]
     found = set()
     for edge in edges:
@@ -137,7 +138,7 @@ def reference(events: list[dict]) -> dict[str, dict[str, float | None]]:
             "n_last_candidates": {float(e["n"]) for e in last if e["moment"] == max(x["moment"] for x in last)},
             "p_distinct": len({e["p"] for e in select("ABC", AS_OF - week) if e["p"] is not None}),
             "a_week": len(select("A", this_week, lower_inclusive=True)),
-            "a_week__previous": len(select("A", last_week, this_week, True, False)),
+            "a_week__previous": len(select("A", last_week, last_week + (AS_OF - this_week), True, True)),
             "a_per_b": a_count / n_sum if n_sum else None,
             "a_share": a_count * 100.0 / 4,
             "a_trend": a_count / len(a_before) if a_before else None,

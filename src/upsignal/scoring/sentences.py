@@ -22,10 +22,10 @@ def format_number(value: float | int | None) -> str:
 def change_phrase(value: float, previous: float | None, window: str) -> str:
     """Describe a value against its previous window.
 
-    >>> change_phrase(152, 40, "7d")
+    >>> change_phrase(52, 40, "7d")
     'up from 40 the 7 days before'
     >>> change_phrase(150, 50, "week")
-    '3x last week'
+    '3x by this point last week'
     >>> change_phrase(5, 0, "7d")
     'none the 7 days before'
     """

@@ -3,8 +3,10 @@
 A rolling window of length L is ``(as_of - L, as_of]``: an event exactly L
 before the as-of time falls in the previous window, so consecutive windows
 partition time. A calendar week is ``[start of the week containing as_of,
-as_of]`` in the model's time zone, starting on its ``week_start`` day; its
-previous window is the whole week before. Bounds are naive UTC datetimes.
+as_of]`` in the model's time zone, starting on its ``week_start`` day. Its
+previous window is the same stretch of the week before (from that week's start
+to the same time after it), so a Monday morning is compared with last Monday
+morning rather than with a whole week. Bounds are naive UTC datetimes.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def window_bounds(window: str, as_of: datetime, timezone: str, first_weekday: st
     if length is None:
         start = week_start(as_of, timezone, first_weekday)
         previous_start = week_start(start - timedelta(microseconds=1), timezone, first_weekday)
-        return Bounds(start, True, as_of, True), Bounds(previous_start, True, start, False)
+        previous_end = min(previous_start + (as_of - start), start - timedelta(microseconds=1))
+        return Bounds(start, True, as_of, True), Bounds(previous_start, True, previous_end, True)
     return (
         Bounds(as_of - length, False, as_of, True),
         Bounds(as_of - 2 * length, False, as_of - length, True),
@@ -60,10 +63,10 @@ def describe_window(window: str, previous: bool = False) -> str:
     >>> describe_window("7d", previous=True)
     'the 7 days before'
     >>> describe_window("week", previous=True)
-    'last week'
+    'by this point last week'
     """
     if window == "week":
-        return "last week" if previous else "this week"
+        return "by this point last week" if previous else "this week"
     amount, unit = int(window[:-1]), {"h": "hour", "d": "day", "w": "week"}[window[-1]]
     if amount == 1:
         return f"the {unit} before" if previous else f"in the last {unit}"
