@@ -215,3 +215,20 @@ def test_sentence_can_place_previous_value(store):
     score_accounts(store, parse_model(text), text, START + timedelta(hours=1))
 
     assert explain_account(store, "acme").reasons[0] == "ran 1 reports, 1 before"
+
+
+def test_rescoring_earlier_time_keeps_hysteresis(store, model):
+    # Scores 85 then 78 give pql, pql; re-scoring the 78 moment after a later run must say pql again.
+    for index in range(2):
+        _report(store, index, START)
+    _score(store, model, START + timedelta(minutes=1))
+    for index in range(2, 4):
+        _report(store, index, START + timedelta(hours=2))
+    first = _score(store, model, START + timedelta(hours=3))
+    _score(store, model, START + timedelta(days=1))
+
+    again = _score(store, model, START + timedelta(hours=3))
+
+    tiers = store.rows("SELECT run_id, tier FROM account_scores WHERE run_id IN (?, ?) ORDER BY run_id",
+                       [first.run_id, again.run_id])
+    assert [row["tier"] for row in tiers] == ["pql", "pql"]

@@ -59,18 +59,29 @@ def store_model(store: Store, model: ScoringModel, yaml_text: str) -> None:
 def store_snapshot(store: Store, model: ScoringModel, run_id: int, as_of: datetime, source: str) -> int:
     """Insert account_scores for a run from ``source`` (a query or a registered relation).
 
-    The tier keeps hysteresis against account_state, but only when that state
-    is not newer than this run: scoring an earlier as-of time changes nothing
-    that is current.
+    The tier keeps hysteresis against the account's latest tier before this
+    as-of time: its current state when that is not newer, else (when an
+    earlier time is scored again) its latest earlier snapshot.
     """
+    previous = "LEFT JOIN account_state AS st ON st.account_id = s.account_id"
     previous_tier = f"CASE WHEN st.as_of <= {literal(as_of)} THEN st.tier END"
+    if store.scalar("SELECT count(*) FROM account_state WHERE as_of > ?", [as_of]):
+        previous += f"""
+        LEFT JOIN (
+            SELECT p.account_id, ARG_MAX(p.tier, {{'as_of': r.as_of, 'run_id': r.run_id}}) AS tier
+            FROM account_scores AS p JOIN score_runs AS r ON r.run_id = p.run_id
+            WHERE r.as_of < {literal(as_of)}
+              AND p.account_id IN (SELECT account_id FROM account_state WHERE as_of > {literal(as_of)})
+            GROUP BY p.account_id
+        ) AS earlier ON earlier.account_id = s.account_id"""
+        previous_tier = f"COALESCE({previous_tier}, earlier.tier)"
     return store.conn.execute(
         f"""
         INSERT INTO account_scores
         SELECT ?, s.account_id, s.score, {tier_sql(model, 's.score', previous_tier)},
                {_struct(signal_columns(model))}, {_struct(points_columns(model), 'points__')}
         FROM ({source}) AS s
-        LEFT JOIN account_state AS st ON st.account_id = s.account_id
+        {previous}
         """,
         [run_id],
     ).fetchone()[0]
