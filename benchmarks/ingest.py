@@ -1,14 +1,18 @@
-"""Benchmark durable ingest over loopback: /v1/batch, a bare JSON-parsing endpoint, single /v1/track, ack-to-score.
+"""Benchmark durable ingest over loopback: /v1/batch, single /v1/track, bare JSON-parsing endpoints, ack-to-score.
 
-Run: .venv/bin/python benchmarks/ingest.py [--seconds 10] [--connections 16]
+Run: .venv/bin/python benchmarks/ingest.py [--seconds 10] [--connections 64]
 
 The script starts the server (``upsignal serve``'s application plus one extra
 endpoint, ``/bench/bare``, that only parses the JSON body and returns) in one
 process and drives it from another, so client and server each have their own
 interpreter. Every /v1/batch request carries 100 Segment track messages of
-400-600 bytes with new messageIds, so each one is inserted and committed
-before its 200 comes back. The ack-to-score phase sends a new account's events
-and polls the admin API until that account's score reflects them.
+400-600 bytes with new random messageIds, so each one is synced to the ingest
+log before its 200 comes back. After each durable phase the load generator
+waits until the server has loaded every acknowledged event into DuckDB and
+reports that time, so the rate the store keeps up with is visible too. Single
+/v1/track calls are compared with single-message calls to the bare endpoint.
+The ack-to-score phase sends a new account's events and polls the admin API
+until that account's score reflects them.
 """
 
 from __future__ import annotations
@@ -100,14 +104,13 @@ class BodyMaker:
         else:
             text = orjson.dumps(templates[0])
         self.parts = text.split(b"@@ID@@")
-        self.prefix = uuid.uuid4().hex[:12]
-        self.count = 0
 
     def next(self) -> bytes:
-        self.count += 1
+        """Return a body whose messageIds are random 32-digit hex strings, spread like the SDKs' UUIDs."""
+        ids = os.urandom(16 * (len(self.parts) - 1)).hex().encode()
         pieces = [self.parts[0]]
         for index, part in enumerate(self.parts[1:]):
-            pieces.append(f"{self.prefix}-{self.count}-{index}".encode())
+            pieces.append(ids[32 * index: 32 * index + 32])
             pieces.append(part)
         return b"".join(pieces)
 
@@ -154,19 +157,109 @@ async def drive(port: int, path: str, key: str, seconds: float, connections: int
         "events_per_second": round(requests * (EVENTS_PER_BATCH if batch else 1) / elapsed),
         "p50_ms": round(latencies[len(latencies) // 2] * 1000, 2) if latencies else None,
         "p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2) if latencies else None,
-        "failed_requests": len(failures), "event_bytes_min": min(sizes), "event_bytes_max": max(sizes),
+        "failed_requests": len(failures), "failed_statuses": sorted(set(failures)),
+        "event_bytes_min": min(sizes), "event_bytes_max": max(sizes),
     }
 
 
-def load(port: int, key: str, seconds: float, connections: int) -> None:
-    """Run the throughput phases and print their results as JSON."""
+def validation_cost(bodies: int = 300) -> float:
+    """Return the CPU microseconds per event of parsing and validating /v1/batch bodies alone, without HTTP.
+
+    It shows how fast this machine runs the server's Python code at the moment of the run, which
+    varies when other processes share the CPUs.
+    """
+    from datetime import timedelta
+
+    from upsignal.events.schema import utc_now
+    from upsignal.server.ingest import batch_messages, decode_json, prepare_events
+
+    maker = BodyMaker(EVENTS_PER_BATCH, 0, batch=True)
+    samples = [maker.next() for _ in range(bodies)]
+    started = time.thread_time()
+    for body in samples:
+        prepare_events(batch_messages(decode_json(body)), utc_now(), timedelta(hours=1), "benchmark")
+    return round((time.thread_time() - started) / (bodies * EVENTS_PER_BATCH) * 1e6, 2)
+
+
+def wait_until_loaded(port: int, phase: dict) -> dict:
+    """Wait until the server has loaded every acknowledged event; add the backlog and the load rate to ``phase``."""
+    import httpx
+
+    started = time.perf_counter()
+    pending_at_end = None
+    while True:
+        pending = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).json()["events_pending_load"]
+        pending_at_end = pending if pending_at_end is None else pending_at_end
+        if pending == 0:
+            break
+        if time.perf_counter() - started > 600:
+            raise TimeoutError(f"the server still had {pending:,} events to load after 600 s")
+        time.sleep(0.05)
+    drain = time.perf_counter() - started
+    acknowledged = phase["events_per_second"] * phase["seconds"]
+    phase.update(pending_load_at_end=pending_at_end, drain_seconds=round(drain, 2),
+                 loaded_per_second=round(acknowledged / (phase["seconds"] + drain)))
+    return phase
+
+
+class CpuMeter:
+    """Measures the CPU share of the server, of this load generator and of every other process during a phase.
+
+    Other processes matter because the benchmark machine may be shared: their
+    share is CPU time the server could not use.
+    """
+
+    def __init__(self, server_pid: int):
+        self.server_pid = server_pid
+        self.ticks_per_second = os.sysconf("SC_CLK_TCK")
+
+    def __enter__(self) -> CpuMeter:
+        self.start = self._sample()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        end = self._sample()
+        machine, idle, server, client, wall = (after - before for after, before in zip(end, self.start))
+        cpus = os.cpu_count() or 1
+        self.figures = {
+            "server_cpu_percent": round(server / self.ticks_per_second / wall * 100),
+            "load_generator_cpu_percent": round(client / self.ticks_per_second / wall * 100),
+            "other_cpu_percent": round(((machine - idle) / machine * cpus * 100)
+                                       - (server + client) / self.ticks_per_second / wall * 100),
+        }
+
+    def _sample(self) -> tuple[int, int, int, int, float]:
+        with open("/proc/stat") as handle:
+            ticks = [int(value) for value in handle.readline().split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4], self._process_ticks(self.server_pid), \
+            self._process_ticks(os.getpid()), time.monotonic()
+
+    @staticmethod
+    def _process_ticks(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rpartition(")")[2].split()
+        return int(fields[11]) + int(fields[12])
+
+
+def measure(meter: CpuMeter, port: int, path: str, key: str, seconds: float, connections: int,
+            batch: bool) -> dict:
     import uvloop
 
-    results = {
-        "bare_batch": uvloop.run(drive(port, BARE_PATH, key, seconds, connections, batch=True)),
-        "durable_batch": uvloop.run(drive(port, "/v1/batch", key, seconds, connections, batch=True)),
-        "single_track": uvloop.run(drive(port, "/v1/track", key, seconds, connections * 4, batch=False)),
-    }
+    with meter:
+        phase = uvloop.run(drive(port, path, key, seconds, connections, batch))
+    phase.update(meter.figures)
+    return phase
+
+
+def load(port: int, key: str, seconds: float, connections: int, server_pid: int) -> None:
+    """Run the throughput phases and print their results as JSON."""
+    meter = CpuMeter(server_pid)
+    results = {"bare_batch": measure(meter, port, BARE_PATH, key, seconds, connections, batch=True)}
+    results["durable_batch"] = wait_until_loaded(
+        port, measure(meter, port, "/v1/batch", key, seconds, connections, batch=True))
+    results["bare_single"] = measure(meter, port, BARE_PATH, key, seconds, connections * 4, batch=False)
+    results["single_track"] = wait_until_loaded(
+        port, measure(meter, port, "/v1/track", key, seconds, connections * 4, batch=False))
     print(json.dumps(results))
 
 
@@ -234,18 +327,19 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=40, help="Accounts timed from ack to score")
     parser.add_argument("--no-live-scoring", action="store_true", help="Run the server without live scoring")
     parser.add_argument("--serve", nargs=2, metavar=("DB", "PORT"), help=argparse.SUPPRESS)
-    parser.add_argument("--load", nargs=2, metavar=("PORT", "KEY"), help=argparse.SUPPRESS)
+    parser.add_argument("--load", nargs=3, metavar=("PORT", "KEY", "SERVER_PID"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve[0], int(args.serve[1]), not args.no_live_scoring)
         return
     if args.load:
-        load(int(args.load[0]), args.load[1], args.seconds, args.connections)
+        load(int(args.load[0]), args.load[1], args.seconds, args.connections, int(args.load[2]))
         return
 
     from upsignal.server.keys import create_key
     from upsignal.store import Store
 
+    validation_before = validation_cost()
     workdir = Path(tempfile.mkdtemp(prefix="upsignal-ingest-bench-"))
     db = workdir / "bench.duckdb"
     with Store(db) as store:
@@ -258,7 +352,7 @@ def main() -> None:
     try:
         wait_until_up(url, server)
         output = subprocess.run(
-            [sys.executable, __file__, "--load", str(port), key, "--seconds", str(args.seconds),
+            [sys.executable, __file__, "--load", str(port), key, str(server.pid), "--seconds", str(args.seconds),
              "--connections", str(args.connections)],
             check=True, capture_output=True, text=True,
         ).stdout
@@ -270,19 +364,28 @@ def main() -> None:
     with Store(db, read_only=True) as store:
         results["events_in_store"] = store.scalar("SELECT count(*) FROM events")
     results["cpus"] = os.cpu_count()
+    results["validation_us_per_event"] = [validation_before, validation_cost()]
     report(results)
 
 
 def report(results: dict) -> None:
-    bare, durable, single = results["bare_batch"], results["durable_batch"], results["single_track"]
-    share = durable["events_per_second"] / bare["events_per_second"] * 100
-    print(f"cpus: {results['cpus']}, events stored in total: {results['events_in_store']:,}")
-    for name, phase in (("bare parse  /bench/bare", bare), ("durable     /v1/batch", durable)):
+    bare, durable = results["bare_batch"], results["durable_batch"]
+    bare_single, single = results["bare_single"], results["single_track"]
+    before, after = results["validation_us_per_event"]
+    print(f"cpus: {results['cpus']}, events stored in total: {results['events_in_store']:,}; parse and validation"
+          f" alone, before and after the run: {before} and {after} us of CPU per event")
+    for name, phase in (("bare parse  /bench/bare (batch) ", bare), ("durable     /v1/batch          ", durable),
+                        ("bare parse  /bench/bare (single)", bare_single),
+                        ("durable     /v1/track          ", single)):
         print(f"{name}: {phase['events_per_second']:>9,} events/s ({phase['requests_per_second']:,} req/s),"
-              f" p50 {phase['p50_ms']} ms, p99 {phase['p99_ms']} ms, {phase['failed_requests']} failed")
-    print(f"durable / bare: {share:.0f}%")
-    print(f"single      /v1/track: {single['requests_per_second']:>9,} req/s, p50 {single['p50_ms']} ms,"
-          f" p99 {single['p99_ms']} ms, {single['failed_requests']} failed")
+              f" p50 {phase['p50_ms']} ms, p99 {phase['p99_ms']} ms, {phase['failed_requests']} failed"
+              f" {phase['failed_statuses']}; CPU: server {phase['server_cpu_percent']}%, load generator"
+              f" {phase['load_generator_cpu_percent']}%, other processes {phase['other_cpu_percent']}%")
+        if "drain_seconds" in phase:
+            print(f"    {phase['pending_load_at_end']:,} events still to load at the end, loaded"
+                  f" {phase['drain_seconds']} s later: {phase['loaded_per_second']:,} events/s into DuckDB")
+    print(f"durable / bare, /v1/batch: {durable['events_per_second'] / bare['events_per_second'] * 100:.0f}%;"
+          f" /v1/track: {single['requests_per_second'] / bare_single['requests_per_second'] * 100:.0f}%")
     latency = results["ack_to_score"]
     if latency is None:
         print("ack to updated score: not measured (live scoring off)")

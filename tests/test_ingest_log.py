@@ -82,7 +82,7 @@ def write_log(directory: Path, *tables: pa.Table, rejected: int = 0, segment_byt
     """Append one record per table and close the log as a crash would leave it: nothing marked loaded."""
     log_writer = IngestLogWriter(directory, first_seq, segment_bytes)
     for table in tables:
-        log_writer.append([table], rejected)
+        log_writer.append(table, rejected)
     log_writer.close(loaded_seq=0)
     return log_writer
 
@@ -108,8 +108,8 @@ def test_records_read_back_in_order(log_dir):
     records = list(read_records(log_dir))
 
     assert [record.seq for record in records] == [1, 2]
-    assert records[0].tables[0].equals(first)
-    assert records[1].tables[0].equals(second)
+    assert records[0].table.equals(first)
+    assert records[1].table.equals(second)
     assert [record.rejected for record in records] == [4, 4]
 
 
@@ -168,7 +168,7 @@ def test_missing_record_raises(log_dir):
 def test_loaded_segments_are_deleted(log_dir):
     log_writer = IngestLogWriter(log_dir, 1, segment_bytes=1)
     for prefix in "abcd":
-        log_writer.append([tracks(prefix, 1)], 0)
+        log_writer.append(tracks(prefix, 1), 0)
     assert [seq for seq, _ in list_segments(log_dir)] == [1, 2, 3, 4, 5]
 
     log_writer.delete_loaded(2)
@@ -180,23 +180,32 @@ def test_loaded_segments_are_deleted(log_dir):
 
 def test_failed_write_is_cut_off(log_dir, monkeypatch):
     log_writer = IngestLogWriter(log_dir, 1)
-    log_writer.append([tracks("a", 2)], 0)
+    log_writer.append(tracks("a", 2), 0)
     real_write_all = ingest_log._write_all
 
-    def write_half_then_fail(fd: int, data: bytes) -> None:
-        real_write_all(fd, data[: len(data) // 2])
+    def write_half_then_fail(fd: int, header: bytes, payload: pa.Buffer) -> None:
+        real_write_all(fd, header, payload.slice(0, payload.size // 2))
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ingest_log, "_write_all", write_half_then_fail)
     with pytest.raises(LogWriteError, match="No space left"):
-        log_writer.append([tracks("b", 2)], 0)
+        log_writer.append(tracks("b", 2), 0)
     monkeypatch.setattr(ingest_log, "_write_all", real_write_all)
-    assert log_writer.append([tracks("c", 2)], 0) == 2
+    assert log_writer.append(tracks("c", 2), 0) == 2
     log_writer.close(loaded_seq=0)
 
     records = list(read_records(log_dir))
     assert [record.seq for record in records] == [1, 2]
-    assert records[1].tables[0].column("message_id").to_pylist() == ["c-0", "c-1"]
+    assert records[1].table.column("message_id").to_pylist() == ["c-0", "c-1"]
+
+
+def test_short_write_is_completed(log_dir, monkeypatch):
+    real_write = ingest_log.os.write
+    monkeypatch.setattr(ingest_log.os, "writev", lambda fd, parts: real_write(fd, bytes(parts[0])[:10]))
+    write_log(log_dir, tracks("a", 3), tracks("b", 1))
+    monkeypatch.undo()
+
+    assert [record.table.num_rows for record in read_records(log_dir)] == [3, 1]
 
 
 def test_failed_sync_stops_appends(log_dir, monkeypatch):
@@ -207,10 +216,10 @@ def test_failed_sync_stops_appends(log_dir, monkeypatch):
 
     monkeypatch.setattr(ingest_log.os, "fdatasync", fail_sync)
     with pytest.raises(LogWriteError, match="syncing the ingest log failed"):
-        log_writer.append([tracks("a", 1)], 0)
+        log_writer.append(tracks("a", 1), 0)
     monkeypatch.undo()
     with pytest.raises(LogWriteError, match="restart the server"):
-        log_writer.append([tracks("b", 1)], 0)
+        log_writer.append(tracks("b", 1), 0)
     log_writer.close(loaded_seq=0)
 
 

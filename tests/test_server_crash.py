@@ -132,13 +132,13 @@ PAUSE_IN_APPEND = """
 import pathlib, time
 from upsignal.server import ingest_log
 real_write_all, appends = ingest_log._write_all, []
-def torn_write_all(fd, data):
-    appends.append(len(data))
+def torn_write_all(fd, header, payload):
+    appends.append(payload.size)
     if len(appends) == 3:
-        real_write_all(fd, data[: len(data) // 2])
+        real_write_all(fd, header, payload.slice(0, payload.size // 2))
         pathlib.Path(MARKER).touch()
         time.sleep(600)
-    real_write_all(fd, data)
+    real_write_all(fd, header, payload)
 ingest_log._write_all = torn_write_all
 """
 PAUSE_IN_LOAD = """

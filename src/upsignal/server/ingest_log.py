@@ -54,24 +54,19 @@ class LogRecord:
     """One record: the event rows of the requests appended together, and their rejected-message count."""
 
     seq: int
-    tables: list[pa.Table]
+    table: pa.Table
     rejected: int
 
-    @property
-    def rows(self) -> int:
-        return sum(table.num_rows for table in self.tables)
 
-
-def encode_record(seq: int, tables: list[pa.Table], rejected: int) -> bytes:
-    """Return the bytes of one record: header, then the tables as one Arrow IPC stream."""
+def encode_record(seq: int, table: pa.Table, rejected: int) -> tuple[bytes, pa.Buffer]:
+    """Return the header and the payload (the table as an Arrow IPC stream) of one record."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, tables[0].schema) as stream:
-        for table in tables:
-            stream.write_table(table)
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
     payload = sink.getvalue()
     numbers = struct.pack("<QII", seq, rejected, payload.size)
     checksum = zlib.crc32(payload, zlib.crc32(numbers))
-    return HEADER.pack(MAGIC, seq, rejected, payload.size, checksum) + payload.to_pybytes()
+    return HEADER.pack(MAGIC, seq, rejected, payload.size, checksum), payload
 
 
 def is_open_in_this_process(directory: Path) -> bool:
@@ -113,7 +108,7 @@ def read_records(directory: Path, after_seq: int = 0) -> Iterator[LogRecord]:
                                  " to open the store without it")
             expected = seq + 1
             if seq > after_seq:
-                yield LogRecord(seq, [pa.ipc.open_stream(payload).read_all()], rejected)
+                yield LogRecord(seq, pa.ipc.open_stream(payload).read_all(), rejected)
 
 
 def _segment_records(path: Path, is_last: bool) -> Iterator[tuple[int, int, bytes]]:
@@ -178,7 +173,7 @@ class IngestLogWriter:
             _open_directories.add(directory.resolve())
         self._open_segment()
 
-    def append(self, tables: list[pa.Table], rejected: int) -> int:
+    def append(self, table: pa.Table, rejected: int) -> int:
         """Write one record and sync it to disk; return its number.
 
         Raises LogWriteError if the write or the sync fails. A failed write is cut
@@ -189,9 +184,9 @@ class IngestLogWriter:
         if self._broken:
             raise LogWriteError("an earlier write to the ingest log failed; restart the server")
         seq = self.next_seq
-        data = encode_record(seq, tables, rejected)
+        header, payload = encode_record(seq, table, rejected)
         try:
-            _write_all(self._fd, data)
+            _write_all(self._fd, header, payload)
         except OSError as error:
             self._cut_back(error)
             raise LogWriteError(f"writing to the ingest log failed: {error}") from error
@@ -200,7 +195,7 @@ class IngestLogWriter:
         except OSError as error:
             self._broken = True
             raise LogWriteError(f"syncing the ingest log failed: {error}; restart the server") from error
-        self._size += len(data)
+        self._size += len(header) + payload.size
         self.next_seq = seq + 1
         if self._size >= self.segment_bytes:
             self._rotate()
@@ -251,11 +246,11 @@ class IngestLogWriter:
             log.error("removing a failed ingest log append failed (%s) after: %s", cut_error, error)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _write_all(fd: int, header: bytes, payload: pa.Buffer) -> None:
+    written = os.writev(fd, [header, payload])
+    rest = memoryview(header + payload.to_pybytes())[written:] if written < len(header) + payload.size else b""
+    while rest:
+        rest = rest[os.write(fd, rest):]
 
 
 def _sync_directory(directory: Path) -> None:

@@ -51,7 +51,7 @@ def loaded_seq(conn: duckdb.DuckDBPyConnection) -> int:
 
 def load_records(conn: duckdb.DuckDBPyConnection, records: list[LogRecord]) -> LoadResult:
     """Store the records in one transaction and move the loaded position to the last one."""
-    tables = [table for record in records for table in record.tables if table.num_rows]
+    tables = [record.table for record in records if record.table.num_rows]
     rejected = sum(record.rejected for record in records)
     last_seq = records[-1].seq
     offered = sum(table.num_rows for table in tables)
@@ -59,7 +59,8 @@ def load_records(conn: duckdb.DuckDBPyConnection, records: list[LogRecord]) -> L
     try:
         inserted = 0
         if tables:
-            events = pa.concat_tables(tables)
+            # One chunk per column: DuckDB takes the GIL to fetch each Arrow batch it scans.
+            events = pa.concat_tables(tables).combine_chunks()
             inserted = _insert_events(conn, events)
             _queue_touched(conn, events, last_seq)
         if offered > inserted or rejected:
@@ -96,7 +97,8 @@ def touched_identities(events: pa.Table) -> pa.Table:
     ]
     groups = pc.if_else(pc.equal(events["type"], "group"), events["group_id"], _NULL_TEXT)
     values = pa.chunked_array([chunk for column in [*user_keys, groups] for chunk in column.chunks], pa.string())
-    kinds = pa.array(["user_key"] * (4 * events.num_rows) + ["group"] * events.num_rows, pa.string())
+    kinds = pa.chunked_array([pa.repeat("user_key", 4 * events.num_rows), pa.repeat("group", events.num_rows)],
+                             pa.string())
     pairs = pa.table({"kind": kinds, "value": values}).filter(pc.is_valid(values))
     return pairs.group_by(["kind", "value"]).aggregate([])
 
@@ -123,7 +125,7 @@ def recover_ingest_log(store: Store) -> int:
     for record in read_records(directory, after):
         batch.append(record)
         records += 1
-        if sum(item.rows for item in batch) >= RECOVERY_ROWS_PER_LOAD:
+        if sum(item.table.num_rows for item in batch) >= RECOVERY_ROWS_PER_LOAD:
             inserted += load_records(store.conn, batch).inserted
             batch = []
     if batch:
