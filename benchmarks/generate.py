@@ -37,7 +37,7 @@ def _profiles(rng: random.Random, users_per_account: list[int]) -> Iterator[dict
             user_id = f"u{account}-{member}"
             moment = _iso(START + timedelta(seconds=rng.randrange(SPAN_SECONDS // 8)))
             yield {"type": "identify", "messageId": f"id-{user_id}", "userId": user_id, "timestamp": moment,
-                   "traits": {"email": f"person{member}@company{account}.example.com", "name": f"Person {member}"}}
+                   "traits": {"email": f"person{member}@company{account}.example", "name": f"Person {member}"}}
             yield {"type": "group", "messageId": f"gr-{user_id}", "userId": user_id, "groupId": f"acct-{account}",
                    "timestamp": moment,
                    "traits": {"name": f"Company {account}", "plan": plan, "employees": employees}}
