@@ -10,6 +10,8 @@ time on Sunday 2024-03-10 at 02:00 local time:
   (midnight EST); the week before began 2024-03-03 05:00 UTC.
 - AS_OF_DST (Sunday 2024-03-17 05:00 UTC): the week began 04:00 UTC (midnight
   EDT), so the week before lasted 167 hours.
+A week's previous window is the same stretch of the week before: as of AS_OF,
+[03-03 05:00, 03-06 15:00] UTC; as of AS_OF_DST, [03-10 05:00, 03-10 06:00] UTC.
 Rolling windows as of AS_OF: 7d is (03-06 15:00, AS_OF], the 7 days before
 (02-28 15:00, 03-06 15:00], 24h (03-12 15:00, AS_OF], 28d (02-14 15:00, AS_OF].
 """
@@ -315,12 +317,12 @@ def test_ratio_with_null_numerator_is_null(run):
 
 def test_week_starts_sunday_midnight_new_york(run):
     assert signal(run, "ws-week", "weekly_actions") == 3
-    assert signal(run, "ws-week", "weekly_actions__previous") == 2
+    assert signal(run, "ws-week", "weekly_actions__previous") == 1
 
 
 def test_week_after_daylight_saving_switch(run):
     assert signal(run, "ws-week", "weekly_actions", AS_OF_DST) == 1
-    assert signal(run, "ws-week", "weekly_actions__previous", AS_OF_DST) == 5
+    assert signal(run, "ws-week", "weekly_actions__previous", AS_OF_DST) == 1
     assert signal(run, "ws-week", "projects_opened", AS_OF_DST) == 1
 
 
