@@ -1,7 +1,7 @@
 """Live scoring: every few seconds, re-resolve and re-score only the accounts that new events touched.
 
 A pass has two transactions. The first re-resolves the identities that the
-ingest writer queued in live_touched (see resolve_touched) and moves the
+ingest loader queued in live_touched (see resolve_touched) and moves the
 accounts they affect to live_pending_accounts. The second is an ordinary
 ``score_accounts`` run restricted to those accounts, so its snapshot, tier
 changes and account state are written exactly as ``upsignal score`` writes

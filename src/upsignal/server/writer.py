@@ -43,9 +43,6 @@ RETRY_AFTER_SECONDS = 1
 # 2 ms of CPU however few rows it stores: at 2,000 single-event requests per second, loading whatever was
 # queued took as much CPU as handling the requests.
 LOAD_WAIT_SECONDS = 0.2
-# DuckDB checkpoints its write-ahead log past this size. The default, 16 MiB, checkpointed after every few
-# loads and rewrote the messageId index each time, which cut the loader's rate by about a third.
-CHECKPOINT_THRESHOLD = "256MiB"
 _MAX_LOAD_RETRY_SECONDS = 30.0
 
 
@@ -97,8 +94,6 @@ class GroupCommitWriter:
         self._log = None if directory is None else IngestLogWriter(directory, self._next_seq, segment_bytes)
         # Without a log the requests wait for the load, so the loader must not wait for more.
         self._load_wait = 0.0 if self._log is None else load_wait
-        if self._log is not None:
-            self._conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
         self._incoming: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._appended: queue.SimpleQueue[_Appended | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
