@@ -309,7 +309,7 @@ def test_open_loads_only_whole_records(tmp_path):
     assert counts["loaded_seq"] == 1
 
 
-def test_log_newer_than_store_is_refused(tmp_path):
+def test_log_newer_than_store_raises(tmp_path):
     path = tmp_path / "store.duckdb"
     Store(path).close()
     write_log(ingest_log_dir(str(path)), tracks("a", 2), first_seq=5)

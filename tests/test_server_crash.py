@@ -127,7 +127,7 @@ def test_killed_server_keeps_acknowledged_events(tmp_path):
 
 
 # Patches for the server process: stop for good halfway through the third append to the ingest log, or
-# inside the first load transaction, after its INSERT, and say so by creating the file MARKER.
+# inside the first load transaction after its INSERT. Each creates the file MARKER when it stops.
 PAUSE_IN_APPEND = """
 import pathlib, time
 from upsignal.server import ingest_log

@@ -7,7 +7,7 @@ A segment is a run of records, each a 24-byte little-endian header and a payload
     magic b"USL1" | record number (u64) | rejected messages (u32) | payload bytes (u32)
     | CRC-32 of the three numbers and the payload (u32) | Arrow IPC stream of event rows
 
-Record numbers rise by one across segments. One record holds every request that
+Record numbers rise by one across segments. One record contains every request that
 the log thread took in one pass, and the thread calls ``fdatasync`` once per record,
 so the server acknowledges those requests only after the sync returns. A record cut
 short or with a wrong CRC-32 at the end of the last segment is the remains of an
@@ -171,7 +171,12 @@ class IngestLogWriter:
             if directory.resolve() in _open_directories:
                 raise StoreError(f"ingest log {directory} is already open in this process")
             _open_directories.add(directory.resolve())
-        self._open_segment()
+        try:
+            self._open_segment()
+        except OSError:
+            with _open_directories_lock:
+                _open_directories.discard(directory.resolve())
+            raise
 
     def append(self, table: pa.Table, rejected: int) -> int:
         """Write one record and sync it to disk; return its number.
@@ -210,16 +215,17 @@ class IngestLogWriter:
 
     def close(self, loaded_seq: int) -> None:
         """Close the current segment and delete every segment if all records are loaded."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        with self._lock:
-            if loaded_seq >= self.next_seq - 1:
-                for _, path in self._segments:
+        try:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            with self._lock:
+                while self._segments and loaded_seq >= self.next_seq - 1:
+                    _, path = self._segments.pop(0)
                     path.unlink()
-                self._segments.clear()
-        with _open_directories_lock:
-            _open_directories.discard(self.directory.resolve())
+        finally:
+            with _open_directories_lock:
+                _open_directories.discard(self.directory.resolve())
 
     def _open_segment(self) -> None:
         path = segment_path(self.directory, self.next_seq)

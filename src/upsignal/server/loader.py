@@ -1,8 +1,8 @@
 """Store ingest log records in DuckDB: events, counters, touched identities and the loaded position.
 
-``load_records`` stores any number of records in one transaction: ``INSERT OR
-IGNORE`` into ``events`` skips a messageId already stored anywhere, the
-rejected and duplicate counters grow, the identities the new events touch are
+``load_records`` stores any number of records in one transaction. ``INSERT OR
+IGNORE`` into ``events`` skips a messageId already stored anywhere, and the
+rejected and duplicate counters grow. The identities the new events touch are
 queued in ``live_touched`` for live scoring, and ``ingest_log_state.loaded_seq``
 moves to the last record's number. Because the position commits with the
 events, a crash during a load leaves the store as it was before it, and the
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # Rows per transaction when loading a log at open; bounds the memory a recovery holds.
 RECOVERY_ROWS_PER_LOAD = 100_000
 # Every row builder writes properties, traits and context with orjson, so DuckDB may take them as JSON
-# without parsing them again; the Arrow extension name tells it so.
+# without parsing them again. The Arrow extension name marks them as JSON for DuckDB.
 _JSON_COLUMNS = ("properties", "traits", "context")
 _JSON_METADATA = {"ARROW:extension:name": "arrow.json", "ARROW:extension:metadata": ""}
 _NULL_TEXT = pa.scalar(None, pa.string())
@@ -38,7 +38,7 @@ _NULL_TEXT = pa.scalar(None, pa.string())
 
 @dataclass
 class LoadResult:
-    """What one load stored: new events, duplicates skipped, and the last record number loaded."""
+    """Counts of one load: new events, duplicates skipped, and the last record number loaded."""
 
     inserted: int
     duplicates: int

@@ -2,9 +2,9 @@
 
 Request handlers put their Arrow tables on a queue and wait. Two threads follow:
 
-- the log thread takes everything queued (up to ``max_record_rows``), appends it
-  as one record to the ingest log (``ingest_log.py``), syncs the file once with
-  ``fdatasync`` and only then wakes the waiting handlers, whose events now
+- the log thread takes everything queued (up to ``max_record_rows``) and appends
+  it as one record to the ingest log (``ingest_log.py``). It syncs the file once
+  with ``fdatasync`` and only then wakes the waiting handlers, whose events now
   survive ``kill -9`` of the server;
 - the loader thread stores all records handed to it so far in one DuckDB
   transaction (``loader.load_records``): events deduplicated by messageId,
@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_UNLOADED_BYTES = 128 * 1024 * 1024
 RETRY_AFTER_SECONDS = 1
 # The loader waits this long for more records after the first, because each DuckDB transaction costs about
-# 2 ms of CPU however few rows it stores: at 2,000 single-event requests per second, loading whatever was
-# queued took as much CPU as handling the requests.
+# 2 ms of CPU however few rows it stores. At 2,000 single-event requests per second, loading whatever was
+# queued without waiting took as much CPU as handling the requests.
 LOAD_WAIT_SECONDS = 0.2
 _MAX_LOAD_RETRY_SECONDS = 30.0
 
@@ -128,7 +128,8 @@ class GroupCommitWriter:
             if self._accepting:
                 self._incoming.put(None)
             self._accepting = False
-        self._log_thread.join(timeout)
+        if self._log_thread.ident is not None:
+            self._log_thread.join(timeout)
         if self._load_thread.is_alive() and not self._log_thread.is_alive():
             self._load_thread.join(timeout)
         if self._load_thread.is_alive():
@@ -144,7 +145,7 @@ class GroupCommitWriter:
     async def write(self, table: pa.Table, rejected: int = 0) -> None:
         """Make a table of event rows durable; returns once they are synced to the log (or stored)."""
         loop = asyncio.get_running_loop()
-        # get_total_buffer_size costs about 2 microseconds; table.nbytes, which skips unused buffer parts, 50.
+        # get_total_buffer_size takes about 2 microseconds. table.nbytes, exact for sliced buffers, takes 50.
         pending = _Pending(table, rejected, table.get_total_buffer_size(), loop.create_future(), loop)
         with self._lock:
             if not self._accepting:
@@ -174,14 +175,18 @@ class GroupCommitWriter:
             self._appended.put(None)
 
     def _append(self, batch: list[_Pending]) -> None:
-        table = pa.concat_tables([item.table for item in batch]).combine_chunks()
         rejected = sum(item.rejected for item in batch)
         nbytes = sum(item.nbytes for item in batch)
+        rows = sum(item.table.num_rows for item in batch)
         try:
+            table = pa.concat_tables([item.table for item in batch]).combine_chunks()
             seq = self._next_seq if self._log is None else self._log.append(table, rejected)
-        except (LogWriteError, OSError) as error:
-            log.error("appending %d requests to the ingest log failed: %s", len(batch), error)
-            self._release(nbytes, table.num_rows)
+        except Exception as error:  # the thread must outlive any failure, or every waiting request would hang
+            if isinstance(error, (LogWriteError, OSError)):
+                log.error("appending %d requests to the ingest log failed: %s", len(batch), error)
+            else:
+                log.exception("unexpected failure appending %d requests to the ingest log", len(batch))
+            self._release(nbytes, rows)
             _settle(batch, WriterUnavailable(f"the events could not be made durable: {error}"))
             return
         self._next_seq = seq + 1
@@ -230,7 +235,10 @@ class GroupCommitWriter:
             self._loaded.notify_all()
         self._release(sum(item.nbytes for item in batch), sum(record.table.num_rows for record in records))
         if self._log is not None:
-            self._log.delete_loaded(result.loaded_seq)
+            try:
+                self._log.delete_loaded(result.loaded_seq)
+            except OSError as error:
+                log.error("deleting ingest log segments loaded up to record %d failed: %s", result.loaded_seq, error)
         log.debug("loaded %d of %d events from ingest log records %d-%d in %.1f ms", result.inserted,
                   result.inserted + result.duplicates, records[0].seq, records[-1].seq,
                   (time.perf_counter() - started) * 1000)
