@@ -495,7 +495,7 @@ def test_parquet_epoch_milliseconds_column(store, tmp_path):
 def test_unknown_extension_rejected(store, tmp_path):
     path = tmp_path / "events.txt"
     path.write_text(json.dumps(track(1)) + "\n")
-    with pytest.raises(ImportFileError, match="pass --format jsonl, csv or parquet"):
+    with pytest.raises(ImportFileError, match="pass --format jsonl, csv, tsv or parquet"):
         import_file(store, path)
 
 

@@ -77,3 +77,16 @@ def test_fast_row_matches_model_at_clamp_edges(timestamp, sent_at):
     fast = _fast_row(record, context)
     if fast is not None:
         assert fast == checked(record, context)
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_fast_row_corrects_skew_only_live(live):
+    record = {"type": "track", "event": "Report Run", "userId": "s1", "messageId": "s1",
+              "timestamp": "2024-02-28T10:00:00Z", "sentAt": "2024-02-28T10:00:05Z"}
+    context = RowContext(RECEIVED_AT, "test", timedelta(hours=1), live=live)
+
+    row = _fast_row(record, context)
+
+    assert row is not None
+    assert row == checked(record, context)
+    assert row[8] == (RECEIVED_AT - timedelta(seconds=5) if live else datetime(2024, 2, 28, 10, 0))

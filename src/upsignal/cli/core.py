@@ -70,6 +70,7 @@ def import_command(
     Example: upsignal import events.jsonl
     """
     from upsignal.events.importers import FORMATS, check_files
+    from upsignal.events.writer import query_interrupts_raised
 
     if file_format is not None and file_format not in FORMATS:
         raise typer.BadParameter(f"{file_format!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
@@ -77,7 +78,7 @@ def import_command(
     check_files(files, file_format, loaded_mapping)
     reports = []
     try:
-        with open_store(db) as store:
+        with query_interrupts_raised(), open_store(db) as store:
             for path in files:
                 with _progress() as progress:
                     task = progress.add_task(f"importing {path.name}", total=None)

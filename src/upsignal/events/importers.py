@@ -1,4 +1,4 @@
-"""Import events from JSON lines, CSV and Parquet files.
+"""Import events from JSON lines, CSV, TSV and Parquet files.
 
 Every record goes through the same validation as the HTTP API. A bad record
 is reported with its line (or row) number, field and value and skipped; the
@@ -8,20 +8,20 @@ re-run of the same file stores nothing twice.
 
 Validation is the costly part, so large files are validated in worker
 processes, one chunk of records each. The main process reads the file and
-writes the validated chunks in file order.
+writes the validated chunks in file order. A mapping's columns are checked
+against a CSV header or Parquet schema before any record is read.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import csv
+import functools
 import gc
 import io
 import logging
-import multiprocessing
 import os
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,12 +34,15 @@ from upsignal.errors import ImportFileError, InvalidEventError
 from upsignal.events.mapping import Mapping
 from upsignal.events.rows import RowContext, event_row
 from upsignal.events.schema import DEFAULT_FUTURE_TOLERANCE, MAX_EVENT_BYTES, utc_now
+from upsignal.events.workers import ordered_map
 from upsignal.events.writer import EventWriter, rows_to_table
 from upsignal.store import Store
 
 log = logging.getLogger(__name__)
 
-Format = Literal["jsonl", "csv", "parquet"]
+Format = Literal["jsonl", "csv", "tsv", "parquet"]
+FORMATS: tuple[Format, ...] = ("jsonl", "csv", "tsv", "parquet")
+_DELIMITERS = {"csv": ",", "tsv": "\t"}
 CHUNK_SIZE = 50_000
 BLOCK_BYTES = 8 * 1024 * 1024
 MAX_KEPT_ERRORS = 1000
@@ -83,12 +86,14 @@ def detect_format(path: Path) -> Format:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         return "jsonl"
-    if suffix in (".csv", ".tsv"):
+    if suffix == ".csv":
         return "csv"
+    if suffix == ".tsv":
+        return "tsv"
     if suffix in (".parquet", ".pq"):
         return "parquet"
     raise ImportFileError(
-        f"cannot tell the format of {path} from its extension; pass --format jsonl, csv or parquet"
+        f"cannot tell the format of {path} from its extension; pass --format jsonl, csv, tsv or parquet"
     )
 
 
@@ -165,15 +170,19 @@ def _utf8_lines(handle: io.BufferedReader) -> Iterator[str]:
         yield line.decode("utf-8", "surrogateescape")
 
 
-def _read_csv(handle: io.BufferedReader) -> Iterator[SourceRecord]:
-    reader = csv.DictReader(_utf8_lines(handle))
+def _csv_header(names: list[str] | None) -> list[str]:
+    return [name.lstrip("\ufeff").strip() for name in names or []]
+
+
+def _read_csv(handle: io.BufferedReader, delimiter: str) -> Iterator[SourceRecord]:
+    reader = csv.DictReader(_utf8_lines(handle), delimiter=delimiter)
     if reader.fieldnames:
-        reader.fieldnames = [name.lstrip("\ufeff").strip() for name in reader.fieldnames]
+        reader.fieldnames = _csv_header(reader.fieldnames)
     line = reader.line_num
     for row in reader:
         start, line = line + 1, reader.line_num
         values = [value for value in row.values() if isinstance(value, str)]
-        raw = ",".join(values)
+        raw = delimiter.join(values)
         if any("\udc80" <= char <= "\udcff" for value in values for char in value):
             error = InvalidEventError("not valid UTF-8")
             yield start, error, _shorten(raw.encode("utf-8", "surrogateescape"))
@@ -184,18 +193,69 @@ def _read_csv(handle: io.BufferedReader) -> Iterator[SourceRecord]:
             yield start, row, ""
 
 
-def _read_parquet(path: Path) -> Iterator[SourceRecord]:
+def _open_parquet(path: Path) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        parquet = pq.ParquetFile(path)
+        return pq.ParquetFile(path)
     except Exception as error:  # pyarrow raises several types for a damaged file
         raise ImportFileError(f"cannot read {path} as Parquet: {error}") from error
+
+
+def _read_parquet(path: Path) -> Iterator[SourceRecord]:
     number = 0
-    for batch in parquet.iter_batches(batch_size=CHUNK_SIZE):
+    for batch in _open_parquet(path).iter_batches(batch_size=CHUNK_SIZE):
         for row in batch.to_pylist():
             number += 1
             yield number, row, ""
+
+
+def _check_mapped_columns(path: Path, file_format: Format, mapping: Mapping) -> None:
+    """Raise ImportFileError if the mapping names a column the CSV header or Parquet schema lacks.
+
+    JSON lines are not checked, because a foreign JSON record's keys vary from line to line.
+    """
+    if file_format == "parquet":
+        schema = _open_parquet(path).schema_arrow
+        structs = {item.name for item in schema if pa.types.is_struct(item.type)}
+        mapping.check_columns(
+            schema.names, path.name,
+            lambda column: column in schema.names or column.split(".")[0] in structs,
+        )
+    elif file_format in _DELIMITERS:
+        with path.open("rb") as handle:
+            first_row = next(csv.reader(_utf8_lines(handle), delimiter=_DELIMITERS[file_format]), None)
+        mapping.check_columns(_csv_header(first_row), path.name)
+
+
+def check_files(paths: Iterable[Path], file_format: Format | None = None, mapping: Mapping | None = None) -> None:
+    """Check that every file can be imported before any is, raising one ImportFileError for all problems.
+
+    Each file must exist and have a known format, and CSV, TSV and Parquet
+    files need a mapping whose columns they have.
+    """
+    missing, problems = [], []
+    for path in paths:
+        if not path.is_file():
+            missing.append(str(path))
+            continue
+        try:
+            _check_file(path, file_format or detect_format(path), mapping)
+        except ImportFileError as error:
+            problems.append(str(error))
+    if missing:
+        problems.insert(0, f"input {'file' if len(missing) == 1 else 'files'} not found: {', '.join(missing)}")
+    if len(problems) == 1:
+        raise ImportFileError(problems[0])
+    if problems:
+        raise ImportFileError("nothing was imported, because:\n  " + "\n  ".join(problems))
+
+
+def _check_file(path: Path, file_format: Format, mapping: Mapping | None) -> None:
+    if file_format != "jsonl" and mapping is None:
+        raise ImportFileError(f"{file_format} files need a column mapping; pass --mapping MAPPING.yaml")
+    if mapping is not None:
+        _check_mapped_columns(path, file_format, mapping)
 
 
 def _check_size(record: dict[str, Any]) -> int:
@@ -252,7 +312,10 @@ def _chunks(path: Path, file_format: Format, handle: io.BufferedReader) -> Itera
     if file_format == "jsonl":
         yield from _jsonl_blocks(handle)
         return
-    records = _read_csv(handle) if file_format == "csv" else _read_parquet(path)
+    if file_format == "parquet":
+        records = _read_parquet(path)
+    else:
+        records = _read_csv(handle, _DELIMITERS[file_format])
     chunk: list[SourceRecord] = []
     for record in records:
         chunk.append(record)
@@ -268,19 +331,8 @@ def _validated_chunks(
 ) -> Iterator[tuple[pa.Table, list[Rejection]]]:
     """Validate chunks in file order, in ``workers`` processes when more than one."""
     if workers <= 1:
-        for chunk in chunks:
-            yield _validate_chunk(settings, chunk)
-        return
-    # Spawn, not fork, because a forked child would copy the open DuckDB connection and its threads.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: deque[concurrent.futures.Future] = deque()
-        for chunk in chunks:
-            pending.append(pool.submit(_validate_chunk, settings, chunk))
-            if len(pending) > 2 * workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        return (_validate_chunk(settings, chunk) for chunk in chunks)
+    return ordered_map(functools.partial(_validate_chunk, settings), chunks, workers)
 
 
 def import_file(
@@ -296,14 +348,17 @@ def import_file(
 
     ``progress(done, total)`` is called after each chunk with bytes read and
     the file size. ``workers`` sets the validating processes (default: one
-    per CPU for files over 16 MiB, else none).
+    per CPU for files over 16 MiB, else none). ``.tsv`` files are read as
+    tab-separated. Raises ImportFileError, before storing anything, if the
+    file is missing, its format unknown, or a mapping names a column that a
+    CSV, TSV or Parquet file lacks. On KeyboardInterrupt the batches already
+    written stay stored, and a re-run skips them as duplicates.
     """
     path = Path(path)
     if not path.is_file():
         raise ImportFileError(f"input file not found: {path}")
     file_format = file_format or detect_format(path)
-    if file_format in ("csv", "parquet") and mapping is None:
-        raise ImportFileError(f"{file_format} files need a column mapping; pass --mapping MAPPING.yaml")
+    _check_file(path, file_format, mapping)
     total = path.stat().st_size
     if workers is None:
         workers = (os.cpu_count() or 1) if total >= PARALLEL_MIN_BYTES else 1
@@ -312,14 +367,15 @@ def import_file(
     writer = EventWriter(store)
     with path.open("rb") as handle:
         chunks = _chunks(path, file_format, handle)
-        for batch, rejections in _validated_chunks(settings, chunks, workers):
-            for rejection in rejections:
-                report.reject(rejection)
-            result = writer.write_table(batch, rejected=len(rejections))
-            report.imported += result.inserted
-            report.duplicates += result.duplicates
-            if progress and file_format != "parquet":
-                progress(handle.tell(), total)
+        with closing(_validated_chunks(settings, chunks, workers)) as batches:
+            for batch, rejections in batches:
+                for rejection in rejections:
+                    report.reject(rejection)
+                result = writer.write_table(batch, rejected=len(rejections))
+                report.imported += result.inserted
+                report.duplicates += result.duplicates
+                if progress and file_format != "parquet":
+                    progress(handle.tell(), total)
     if progress:
         progress(total, total)
     log.info(

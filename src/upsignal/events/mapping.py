@@ -11,23 +11,29 @@ A mapping file is YAML::
     constants:                    # Segment path -> fixed value
       type: track
 
-Empty cells are left out of the message, so an optional column may be blank.
+Empty cells (and NaN, which pandas writes for a missing number) are left out
+of the message, so an optional column may be blank. A ``type`` converts the
+cell: ``string``, ``number``, ``integer`` (3, 3.0 and "3", never 3.7),
+``boolean`` or ``json`` (a JSON text cell, parsed). For foreign JSON records a
+column may be a dotted path, ``user.id``, read from nested objects when the
+record has no key of that name. ``.tsv`` files are read as tab-separated.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from upsignal.errors import ImportFileError, InvalidEventError
+from upsignal.events.values import json_value, typed_value
 
 ValueType = Literal["string", "number", "integer", "boolean", "json"]
-_TRUE = {"true", "t", "yes", "y", "1"}
-_FALSE = {"false", "f", "no", "n", "0"}
 
 
 class ColumnSpec(BaseModel):
@@ -45,18 +51,82 @@ class Mapping(BaseModel):
     fields: dict[str, str | ColumnSpec] = Field(default_factory=dict)
     constants: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("constants")
+    @classmethod
+    def _constants_as_json(cls, constants: dict[str, Any]) -> dict[str, Any]:
+        # YAML parses 2024-03-01 as a date, and a Segment message needs ISO text.
+        try:
+            return {path: json_value(value) for path, value in constants.items()}
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"a constant cannot be stored in an event: {error}") from None
+
+    @model_validator(mode="after")
+    def _check_nested_paths(self) -> Mapping:
+        # A value set at "event" leaves no object to put "event.name" in.
+        for path in [*self.fields, *self.constants]:
+            parts = path.split(".")
+            for end in range(1, len(parts)):
+                parent = ".".join(parts[:end])
+                if parent in self.fields or not isinstance(self.constants.get(parent, {}), dict):
+                    raise ValueError(f"'{path}' is inside '{parent}', which is set to a value; map only one of them")
+        return self
+
+    def columns(self) -> list[str]:
+        """Return the source columns the mapping reads, in mapping order, each once."""
+        names = (spec if isinstance(spec, str) else spec.column for spec in self.fields.values())
+        return list(dict.fromkeys(names))
+
+    def check_columns(
+        self, available: Iterable[str], source: str, has_column: Callable[[str], bool] | None = None
+    ) -> None:
+        """Raise ImportFileError naming each mapped column that ``source`` does not have.
+
+        ``has_column`` overrides the plain name lookup, for sources whose nested
+        values a dotted column can reach.
+        """
+        available = list(available)
+        present = has_column or set(available).__contains__
+        missing = [column for column in self.columns() if not present(column)]
+        if not missing:
+            return
+        noun = "column" if len(missing) == 1 else "columns"
+        names = ", ".join(repr(column) for column in missing)
+        raise ImportFileError(
+            f"mapping names {noun} {names}, which {source} does not have; its columns are:"
+            f" {', '.join(available) or '(none)'}"
+        )
+
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Build a Segment-shaped record from one source row."""
+        """Build a Segment-shaped record from one source row.
+
+        Raises InvalidEventError naming the column whose value cannot be converted.
+        """
         record: dict[str, Any] = {}
         for path, value in self.constants.items():
             _set_path(record, path, value)
         for path, spec in self.fields.items():
             column, value_type = (spec, None) if isinstance(spec, str) else (spec.column, spec.type)
-            value = row.get(column)
-            if value is None or value == "":
+            value = _read_column(row, column)
+            if _is_empty(value):
                 continue
             _set_path(record, path, _convert(value, value_type, column))
         return record
+
+
+def _read_column(row: dict[str, Any], column: str) -> Any:
+    """Return the row's value under ``column``, else under the dotted path it names."""
+    if column in row or "." not in column:
+        return row.get(column)
+    value: Any = row
+    for part in column.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
 def _set_path(record: dict[str, Any], path: str, value: Any) -> None:
@@ -67,25 +137,22 @@ def _set_path(record: dict[str, Any], path: str, value: Any) -> None:
 
 
 def _convert(value: Any, value_type: ValueType | None, column: str) -> Any:
-    if value_type is None or not isinstance(value, str):
-        return value
-    text = value.strip()
     try:
-        if value_type == "number":
-            return float(text)
-        if value_type == "integer":
-            return int(float(text))
-        if value_type == "boolean":
-            if text.lower() in _TRUE:
-                return True
-            if text.lower() in _FALSE:
-                return False
-            raise ValueError(text)
-    except ValueError:
-        raise InvalidEventError(
-            f"column '{column}': {value!r} is not a valid {value_type}", field=column, value=value
-        ) from None
-    return value
+        if value_type is None:
+            return json_value(value)
+        return typed_value(value, value_type)
+    except (ValueError, TypeError, ArithmeticError) as error:
+        value_text = repr(value)
+        if len(value_text) > 80:
+            value_text = value_text[:77] + "..."
+        if value_type is None:
+            message = (
+                f"column '{column}': {value_text} cannot be stored in an event ({error});"
+                " cast the column or give it a type"
+            )
+        else:
+            message = f"column '{column}': {value_text} is not a valid {value_type}"
+        raise InvalidEventError(message, field=column, value=value) from None
 
 
 def load_mapping(path: str | Path) -> Mapping:
@@ -101,4 +168,5 @@ def load_mapping(path: str | Path) -> Mapping:
     except pydantic.ValidationError as error:
         first = error.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise ImportFileError(f"mapping file {path}: '{where}': {first['msg']}") from None
+        problem = first["msg"].removeprefix("Value error, ")
+        raise ImportFileError(f"mapping file {path}: " + (f"'{where}': {problem}" if where else problem)) from None

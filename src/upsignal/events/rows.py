@@ -42,10 +42,12 @@ _SERVER_FIELDS = ("writeKey", "receivedAt")
 class RowContext:
     """Settings for building the rows of one request or file.
 
-    Live ingest (``live=True``) clamps timestamps too far in the future to
-    ``received_at``, takes a missing timestamp as ``received_at`` and ignores a
-    client's ``receivedAt``. File import rejects both, and a record's own
-    ``receivedAt`` (a Segment export) keeps its timestamp as stored.
+    Live ingest (``live=True``) corrects clock skew against ``received_at``,
+    clamps timestamps too far in the future to ``received_at``, takes a
+    missing timestamp as ``received_at`` and ignores a client's
+    ``receivedAt``. File import rejects future and missing timestamps, and
+    corrects skew only against a record's own ``receivedAt`` (a Segment
+    export), so a record without one keeps its timestamp.
     ``sent_at`` is a batch-level ``sentAt`` for messages without their own.
     """
 
@@ -80,7 +82,7 @@ def _checked_row(record: Any, context: RowContext) -> tuple[Any, ...]:
             timestamp, clamped = context.received_at, False
         else:
             timestamp, clamped = event_timestamp(
-                message, context.received_at, context.future_tolerance, clamp_future=context.live
+                message, context.received_at, context.future_tolerance, live=context.live
             )
     except OverflowError:
         raise InvalidEventError(
@@ -138,7 +140,7 @@ def _fast_row(record: Any, context: RowContext) -> tuple[Any, ...] | None:
             return None
     received_at = context.received_at
     try:
-        if sent_at is not None:
+        if sent_at is not None and context.live:
             happened = received_at - (sent_at - happened)
     except OverflowError:
         return None

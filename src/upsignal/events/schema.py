@@ -117,35 +117,36 @@ def event_timestamp(
     message: Message,
     received_at: datetime,
     future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE,
-    clamp_future: bool = False,
+    live: bool = False,
 ) -> tuple[datetime, bool]:
     """Return the message's UTC timestamp, corrected for client clock skew, and whether it was clamped.
 
-    With ``sentAt`` present, the device clock's offset is removed:
-    ``timestamp = receivedAt - (sentAt - timestamp)``, where receivedAt is
-    the record's own ``receivedAt`` if it has one, else ``received_at``. A
-    record with its own ``receivedAt`` and ``timestamp`` (a Segment export)
-    was corrected by the collector that received it, so its ``timestamp``
-    is kept as is. A result beyond ``received_at + future_tolerance`` is
-    clamped to ``received_at`` when ``clamp_future`` (live ingest), else
-    rejected (file import).
-
-    NOTE: a file record with ``sentAt`` but no ``receivedAt`` is corrected
-    against ``received_at``, the import time, which moves it to that time.
+    The device clock's offset is removed, ``timestamp = receivedAt - (sentAt -
+    timestamp)``, only when the time the message reached a collector is known.
+    In live ingest (``live``) that time is ``received_at``, the request time.
+    In a file, it is the record's own ``receivedAt`` (a Segment export). Such a
+    record that also has ``timestamp`` was corrected by Segment, so its
+    ``timestamp`` is kept. A file record without ``receivedAt`` keeps its
+    ``timestamp`` (else ``originalTimestamp``) as is, because the import time
+    is unrelated to when it was sent. A result beyond ``received_at +
+    future_tolerance`` is clamped to ``received_at`` in live ingest and
+    rejected in a file.
     """
     received_at = _as_utc(received_at)
-    if message.receivedAt is not None and message.timestamp is not None:
-        happened = _as_utc(message.timestamp)
+    happened = message.timestamp or message.originalTimestamp
+    if happened is None:
+        raise InvalidEventError("field 'timestamp' is missing", field="timestamp")
+    happened = _as_utc(happened)
+    if live:
+        collected_at = received_at
+    elif message.timestamp is None and message.receivedAt is not None:
+        collected_at = _as_utc(message.receivedAt)
     else:
-        happened = message.timestamp or message.originalTimestamp
-        if happened is None:
-            raise InvalidEventError("field 'timestamp' is missing", field="timestamp")
-        happened = _as_utc(happened)
-        if message.sentAt is not None:
-            collected_at = _as_utc(message.receivedAt) if message.receivedAt else received_at
-            happened = collected_at - (_as_utc(message.sentAt) - happened)
+        collected_at = None
+    if message.sentAt is not None and collected_at is not None:
+        happened = collected_at - (_as_utc(message.sentAt) - happened)
     if happened > received_at + future_tolerance:
-        if clamp_future:
+        if live:
             return received_at, True
         raise InvalidEventError(
             f"field 'timestamp': {happened.isoformat()}Z is in the future"

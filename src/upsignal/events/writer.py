@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from upsignal.events.schema import EVENT_COLUMNS
@@ -58,24 +61,44 @@ class EventWriter:
         counters never drift from the events.
         """
         conn = self.store.conn
-        with self.store.transaction():
-            inserted = 0
-            if len(batch):
-                conn.register("incoming_events", batch)
-                try:
+        try:
+            with query_interrupts_raised(), self.store.transaction():
+                inserted = 0
+                if len(batch):
+                    conn.register("incoming_events", batch)
                     inserted = conn.execute(
                         "INSERT OR IGNORE INTO events SELECT * FROM incoming_events"
                     ).fetchone()[0]
-                finally:
-                    conn.unregister("incoming_events")
-            duplicates = len(batch) - inserted
-            if duplicates or rejected:
-                conn.execute(
-                    "UPDATE ingest_counters SET value = value + CASE name"
-                    " WHEN 'duplicates' THEN ? WHEN 'rejected' THEN ? END",
-                    [duplicates, rejected],
-                )
+                duplicates = len(batch) - inserted
+                if duplicates or rejected:
+                    conn.execute(
+                        "UPDATE ingest_counters SET value = value + CASE name"
+                        " WHEN 'duplicates' THEN ? WHEN 'rejected' THEN ? END",
+                        [duplicates, rejected],
+                    )
+        finally:
+            # Unregistered after the transaction ends, because an INSERT that
+            # Ctrl-C interrupted aborts it and DuckDB then rejects unregister.
+            conn.unregister("incoming_events")
         return WriteResult(inserted=inserted, duplicates=duplicates)
+
+
+@contextmanager
+def query_interrupts_raised() -> Iterator[None]:
+    """Raise KeyboardInterrupt for a DuckDB query that Ctrl-C interrupted.
+
+    DuckDB 2.0 turns a SIGINT that arrives during a query into
+    ``RuntimeError("Query interrupted")``, which would otherwise reach the
+    user as a crash rather than as the interrupt it was.
+    """
+    try:
+        yield
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except RuntimeError as error:
+        if str(error) == "Query interrupted":
+            raise KeyboardInterrupt from None
+        raise
 
 
 def rows_to_table(rows: list[tuple[Any, ...]]) -> pa.Table:
