@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import gzip
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ import pytest
 
 from upsignal.config import ServerSettings
 from upsignal.server import ServerOptions, create_app
+from upsignal.server import writer as writer_module
 from upsignal.server.app import UpsignalApp
 from upsignal.server.keys import create_key, revoke_key
 from upsignal.server.live import StoreCursor
@@ -247,6 +249,32 @@ def test_repeated_message_id_is_stored_once(server):
     assert server.rows("SELECT count(*) AS n FROM events WHERE message_id = ?", [message["messageId"]])[0]["n"] == 1
     duplicates = server.rows("SELECT value FROM ingest_counters WHERE name = 'duplicates'")[0]["value"]
     assert duplicates - duplicates_before == 3
+
+
+def test_backlog_over_bound_is_503_with_retry_after(server, monkeypatch):
+    writer = server.app.fastapi.state.writer
+    release = threading.Event()
+    real_load = writer_module.load_records
+
+    def held_load(conn, records):
+        release.wait(30)
+        return real_load(conn, records)
+
+    monkeypatch.setattr(writer_module, "load_records", held_load)
+    monkeypatch.setattr(writer, "max_unloaded_bytes", 1)
+    stored, rejected = track(), track()
+    try:
+        assert server.post("/v1/track", stored).status_code == 200
+        response = server.post("/v1/track", rejected)
+    finally:
+        release.set()
+
+    body = assert_error(response, 503, "unavailable")
+    assert response.headers["retry-after"] == "1"
+    assert "events behind" in body["message"]
+    found = server.rows("SELECT message_id FROM events WHERE message_id IN (?, ?)",
+                        [stored["messageId"], rejected["messageId"]])
+    assert found == [{"message_id": stored["messageId"]}]
 
 
 def test_clock_skew_is_corrected_with_sent_at(server):
