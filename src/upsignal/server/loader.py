@@ -133,8 +133,8 @@ def recover_ingest_log(store: Store) -> int:
     for _, path in segments:
         path.unlink()
     if records:
-        log.warning("loaded %d events from %d ingest log records that %s had acknowledged but not stored"
-                    " when it stopped, in %.2f s", inserted, records, directory, time.perf_counter() - started)
+        log.warning("loaded %d new events from %d records of ingest log %s that the server had not stored when"
+                    " it stopped, in %.2f s", inserted, records, directory, time.perf_counter() - started)
     return inserted
 
 
