@@ -127,7 +127,7 @@ def test_score_spark_non_utc_option_fails(empty_project, capsys):
 def test_score_duckdb_with_events_fails(empty_project, capsys):
     code = run_app(["score", "--events", "lake/", "--db", str(empty_project / "s.duckdb")])
 
-    assert code == 1
+    assert code == 2
     assert "--engine spark" in capsys.readouterr().err
 
 

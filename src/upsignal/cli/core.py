@@ -167,6 +167,8 @@ def score(
     """
     moment = parse_time(as_of)
     scoring_model, text = load_model(model_path(model))
+    if engine == EngineName.duckdb and (events or spark_conf):
+        raise typer.BadParameter("needs --engine spark; the duckdb engine reads the store's events", param_hint="--events/--spark-conf")
     if parquet is not None:
         if engine != EngineName.spark:
             raise typer.BadParameter("writing Parquet needs --engine spark", param_hint="--parquet")
@@ -174,7 +176,9 @@ def score(
             spark_engine.write_parquet(scoring_model, moment or utc_now(), str(parquet))
         console.print(f"wrote scores, accounts and users under {parquet}")
         return
-    with open_store(db, must_exist=True) as store, open_engine(engine.value, store, events, spark_conf) as chosen:
+    # The Spark engine reads events from the lake, so it may score into a new store.
+    must_exist = engine == EngineName.duckdb
+    with open_store(db, must_exist=must_exist) as store, open_engine(engine.value, store, events, spark_conf) as chosen:
         with console.status("scoring accounts"):
             run = score_accounts(store, scoring_model, text, moment, chosen)
         tiers = store.rows(

@@ -100,7 +100,12 @@ def register_functions(session: SparkSession) -> None:
 
 
 class SparkRunner:
-    """Runs resolution statements in Spark, keeping each result as a cached temp view."""
+    """Runs resolution statements in Spark, keeping each result as a checkpointed temp view.
+
+    A local checkpoint computes the step once and cuts its lineage, so later
+    steps read its rows. With ``persist()`` instead, Spark 4.3 did not reuse a
+    step whose SQL has a WITH clause, and every step recomputed those before it.
+    """
 
     dialect = "spark"
 
@@ -109,13 +114,18 @@ class SparkRunner:
         self.frames: dict[str, DataFrame] = {}
 
     def materialize(self, name: str, sql: str) -> None:
-        frame = self.session.sql(sql).persist()
+        from pyspark import StorageLevel
+
+        # NOTE: local checkpoints live in executor storage, so losing an executor
+        # while resolution runs fails the job instead of recomputing the step.
+        frame = self.session.sql(sql).localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
         frame.createOrReplaceTempView(name)
         self.frames[name] = frame
 
     def release(self) -> None:
-        for frame in self.frames.values():
-            frame.unpersist()
+        """Drop the steps' views; Spark frees their blocks once nothing refers to them."""
+        for name in self.frames:
+            self.session.catalog.dropTempView(name)
         self.frames.clear()
 
 
@@ -239,7 +249,7 @@ class SparkEngine:
                 raise ConfigError(f"cannot write {target}: {error.getMessage()}") from None
 
     def release(self) -> None:
-        """Drop the cached identity results; the next scoring resolves again."""
+        """Drop the checkpointed identity results; the next scoring resolves again."""
         if self._runner is not None:
             self._runner.release()
             self._runner = None

@@ -26,9 +26,6 @@ DEFAULT_CONF = {
     SESSION_TIME_ZONE_KEY: "UTC",
     # Spark's console progress bar would interleave with the CLI's own output.
     "spark.ui.showConsoleProgress": "false",
-    # The engine caches each resolution step; this lets adaptive execution merge
-    # the small shuffle partitions of those cached results (Spark 4.3 defaults to false).
-    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
 }
 
 # Local mode binds only to the loopback interface and starts no web UI.
