@@ -54,3 +54,17 @@ def test_non_object_properties_are_rejected_with_field(store, tmp_path):
     assert report.rejected == 1
     assert report.errors[0].field == "properties"
     assert "must be a JSON object, got list" in report.errors[0].message
+
+
+def test_small_and_large_batches_build_same_table():
+    from datetime import datetime
+
+    from upsignal.events.writer import rows_to_table
+
+    row = ("m", "track", "E", None, "u", None, "g", None, datetime(2024, 1, 1), datetime(2024, 1, 1, 0, 0, 1),
+           '{"a":1}', None, "{}", "s", False)
+
+    small, large = rows_to_table([row] * 2), rows_to_table([row] * 20)
+
+    assert small.schema == large.schema
+    assert small.to_pylist() == large.to_pylist()[:2]

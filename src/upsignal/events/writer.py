@@ -101,8 +101,15 @@ def query_interrupts_raised() -> Iterator[None]:
         raise
 
 
+_SMALL_BATCH_ROWS = 8
+
+
 def rows_to_table(rows: list[tuple[Any, ...]]) -> pa.Table:
     """Turn event rows (tuples in EVENT_COLUMNS order) into an Arrow table for ``write_table``."""
+    if 0 < len(rows) <= _SMALL_BATCH_ROWS:
+        # One pa.array call per column costs about 100 microseconds whatever the row
+        # count; for a single /v1/track message, building from dicts takes half that.
+        return pa.Table.from_pylist([dict(zip(EVENT_COLUMNS, row)) for row in rows], schema=ARROW_SCHEMA)
     columns = list(zip(*rows)) if rows else [[] for _ in EVENT_COLUMNS]
     return pa.Table.from_arrays(
         [pa.array(column, type=field.type) for column, field in zip(columns, ARROW_SCHEMA)],
