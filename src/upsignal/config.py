@@ -32,6 +32,10 @@ class ServerSettings(_Section):
         default=3600.0, ge=0, description="Timestamps further in the future are clamped to receivedAt"
     )
     admin_token_env: str = Field(default="UPSIGNAL_ADMIN_TOKEN", description="Variable holding the admin API token")
+    full_scoring_interval_seconds: float = Field(
+        default=3600.0, gt=0,
+        description="Live scoring also re-scores every account this often, so windows of idle accounts move on",
+    )
 
 
 class SparkSettings(_Section):

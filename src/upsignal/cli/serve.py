@@ -25,7 +25,10 @@ def serve(
 ) -> None:
     """Serve the Segment tracking API (POST /v1/track, /v1/batch, ...), live scoring and the admin API.
 
-    Acknowledged events are committed to the store. Stop with Ctrl-C.
+    A request is acknowledged once its events are synced to the ingest log next to
+    the store, which the server loads into the store behind it. With destinations
+    in upsignal.yaml's alerts section, PQL alerts are delivered while it runs.
+    Stop with Ctrl-C.
 
     Example: UPSIGNAL_ADMIN_TOKEN=secret upsignal serve --port 8080
     """
@@ -45,7 +48,8 @@ def serve(
     project = load_project()
     settings = project.server
     options = ServerOptions(
-        db=db or project.db, model=model or project.model, settings=settings, live_scoring=not no_live_scoring
+        db=db or project.db, model=model or project.model, settings=settings, live_scoring=not no_live_scoring,
+        project=project,
     )
     uvicorn.run(
         create_app(options), host=host or settings.host, port=port or settings.port,

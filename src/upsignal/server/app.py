@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -21,7 +22,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from upsignal.config import ServerSettings, secret
+from upsignal.alerts.dispatcher import Dispatcher
+from upsignal.config import ProjectConfig, ServerSettings, secret
 from upsignal.errors import ConfigError
 from upsignal.server.api import router as admin_router
 from upsignal.server.errors import install_error_handlers
@@ -44,6 +46,8 @@ class ServerOptions:
     model: str | Path | None = None
     settings: ServerSettings = field(default_factory=ServerSettings)
     live_scoring: bool = True
+    project: ProjectConfig = field(default_factory=ProjectConfig)
+    deliver_alerts: bool = True
 
 
 class Health(BaseModel):
@@ -75,10 +79,13 @@ class UpsignalApp:
         store = Store(options.db)
         writer = GroupCommitWriter(store)
         scorer = None
+        alerts = None
         try:
             if options.live_scoring:
                 model, model_text = load_model(options.model)
-                scorer = LiveScorer(store, model, model_text, settings.scoring_interval_seconds)
+                scorer = LiveScorer(store, model, model_text, settings.scoring_interval_seconds,
+                                    alerts=options.project.alerts,
+                                    full_interval=settings.full_scoring_interval_seconds)
                 scorer.prepare()
             keys = active_key_sources(store)
             if not keys:
@@ -87,6 +94,7 @@ class UpsignalApp:
             writer.start()
             if scorer is not None:
                 scorer.start()
+            alerts = _start_dispatcher(store, options) if options.deliver_alerts else None
             app.state.store = store
             app.state.writer = writer
             app.state.scorer = scorer
@@ -97,11 +105,37 @@ class UpsignalApp:
             yield
         finally:
             self.tracking = None
+            if alerts is not None:
+                alerts.stop()
             if scorer is not None:
                 scorer.stop()
             writer.stop()
             store.close()
             log.info("stopped serving store %s", store.path)
+
+
+class _DispatcherThread:
+    """The alert dispatcher running in a background thread until the server stops."""
+
+    def __init__(self, dispatcher: Dispatcher):
+        self.dispatcher = dispatcher
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=dispatcher.run_forever, args=(self.stop_event,), name="upsignal-alerts")
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=60)
+        self.dispatcher.close()
+
+
+def _start_dispatcher(store: Store, options: ServerOptions) -> _DispatcherThread | None:
+    """Deliver alerts while serving, when the project configures destinations."""
+    if not any(destination.enabled for destination in options.project.alerts.destinations):
+        return None
+    dispatcher = Dispatcher(store, options.project)
+    log.info("delivering alerts to %d destinations", len(dispatcher.destinations))
+    return _DispatcherThread(dispatcher)
 
 
 def create_app(options: ServerOptions | None = None) -> UpsignalApp:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from upsignal.config import AlertSettings
 from upsignal.events.schema import utc_now
 from upsignal.identity import resolve_accounts
 from upsignal.scoring.run import score_accounts
@@ -57,12 +58,17 @@ class LiveScorer:
         model_text: str,
         interval: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
+        alerts: AlertSettings | None = None,
+        full_interval: float | None = None,
     ):
         self.store = StoreCursor(store)
         self.model = model
         self.model_text = model_text
         self.interval = interval
         self.clock = clock
+        self.alerts = alerts
+        self.full_interval = full_interval
+        self._last_full = time.monotonic()
         self.passes = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -101,7 +107,8 @@ class LiveScorer:
             accounts = store.scalar("SELECT count(*) FROM live_scoring_accounts")
             run_id = None
             if accounts:
-                run = score_accounts(store, self.model, self.model_text, as_of, only_accounts="live_scoring_accounts")
+                run = score_accounts(store, self.model, self.model_text, as_of, alerts=self.alerts,
+                                     only_accounts="live_scoring_accounts")
                 run_id = run.run_id
                 store.conn.execute(
                     "DELETE FROM live_pending_accounts"
@@ -115,9 +122,25 @@ class LiveScorer:
                          accounts, as_of.isoformat(), done.seconds, run_id)
             return done
 
+    def run_full_pass(self, as_of: datetime | None = None) -> LivePass:
+        """Score every account, as ``upsignal score`` does, so accounts without new events age out of their windows."""
+        with self._lock:
+            started = time.perf_counter()
+            run = score_accounts(self.store, self.model, self.model_text, as_of or self.clock(), alerts=self.alerts)
+            self._last_full = time.monotonic()
+            done = LivePass(run.as_of, run.accounts, run.run_id, time.perf_counter() - started)
+            log.info("full live pass scored %d accounts as of %s in %.2f s (run %s)",
+                     run.accounts, run.as_of.isoformat(), done.seconds, run.run_id)
+            return done
+
+    def _full_pass_due(self) -> bool:
+        return self.full_interval is not None and time.monotonic() - self._last_full >= self.full_interval
+
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.run_pass()
+                if self._full_pass_due():
+                    self.run_full_pass()
             except Exception:  # a failed pass must not end live scoring; its queues stay for the next
                 log.exception("live scoring pass failed; retrying in %.1f s", self.interval)
