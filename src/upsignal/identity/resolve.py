@@ -296,7 +296,11 @@ class DuckDBRunner:
             self.conn.execute(f"DROP TABLE IF EXISTS {name}")
 
     def _register_functions(self) -> None:
-        """Register the merge function; the store registers upsignal_account_domain on open."""
+        """Register the merge function; the store registers upsignal_account_domain on open.
+
+        NOTE: code that runs ACCOUNTS_SQL on its own (the server's live
+        resolution) relies on this having run on the same connection first.
+        """
         registered = self.conn.execute(
             "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [MERGE_TRAITS_SQL_FUNCTION]
         ).fetchall()[0][0]
