@@ -39,7 +39,7 @@ for example with its own pydantic model.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -133,3 +133,19 @@ class Destination(abc.ABC):
 
     def close(self) -> None:
         """Release connections; the dispatcher calls it once when it stops."""
+
+
+def deliver_each(alerts: Sequence[Alert], post: Callable[[Alert], Outcome]) -> list[Outcome]:
+    """Send alerts one request each, for vendors without batch calls.
+
+    After a rate-limited answer the rest of the batch gets the same outcome
+    unsent, so the dispatcher waits before trying any of them again.
+    """
+    outcomes: list[Outcome] = []
+    for alert in alerts:
+        outcome = post(alert)
+        outcomes.append(outcome)
+        if isinstance(outcome, Retry) and outcome.rate_limited:
+            outcomes.extend([outcome] * (len(alerts) - len(outcomes)))
+            break
+    return outcomes

@@ -14,7 +14,14 @@ from typing import Any
 import httpx
 
 from upsignal.alerts.context import Alert
-from upsignal.alerts.destination import Delivered, Destination, Failed, Outcome, PlannedRequest, Retry
+from upsignal.alerts.destination import (
+    Delivered,
+    Destination,
+    Failed,
+    Outcome,
+    PlannedRequest,
+    deliver_each,
+)
 from upsignal.alerts.http import HttpSender, classify_status, snippet, transport_failure
 from upsignal.alerts.render import activity_line, headline, user_phrase
 from upsignal.config import RateLimitSettings, SlackSettings, secret
@@ -75,14 +82,7 @@ class SlackDestination(Destination):
         self.sender = HttpSender(self.name, settings.timeout_seconds, self.rate_limit)
 
     def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for alert in alerts:
-            outcome = self._post(alert)
-            outcomes.append(outcome)
-            if isinstance(outcome, Retry) and outcome.rate_limited:
-                outcomes.extend([outcome] * (len(alerts) - len(outcomes)))
-                break
-        return outcomes
+        return deliver_each(alerts, self._post)
 
     def _post(self, alert: Alert) -> Outcome:
         try:

@@ -25,7 +25,7 @@ import httpx
 import orjson
 
 from upsignal.alerts.context import Alert
-from upsignal.alerts.destination import Delivered, Destination, Outcome, PlannedRequest, Retry
+from upsignal.alerts.destination import Delivered, Destination, Outcome, PlannedRequest, deliver_each
 from upsignal.alerts.http import HttpSender, classify_status, transport_failure
 from upsignal.config import WebhookSettings, secret
 
@@ -93,14 +93,7 @@ class WebhookDestination(Destination):
         }
 
     def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for alert in alerts:
-            outcome = self._post(alert)
-            outcomes.append(outcome)
-            if isinstance(outcome, Retry) and outcome.rate_limited:
-                outcomes.extend([outcome] * (len(alerts) - len(outcomes)))
-                break
-        return outcomes
+        return deliver_each(alerts, self._post)
 
     def _post(self, alert: Alert) -> Outcome:
         body = webhook_body(alert)
