@@ -7,6 +7,9 @@ accounts they affect to live_pending_accounts. The second is an ordinary
 changes and account state are written exactly as ``upsignal score`` writes
 them. Both queues live in the store, so a crash between or during passes
 loses no account that needs a score. At worst an account is scored twice.
+
+Every ``full_interval`` seconds a full pass also scores every account, so an
+account without new events still moves through its windows and can leave a tier.
 """
 
 from __future__ import annotations
