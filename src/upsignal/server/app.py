@@ -77,6 +77,10 @@ class UpsignalApp:
     async def _lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         options, settings = self.options, self.options.settings
         store = Store(options.db)
+        if store.path != ":memory:":
+            # As for file import: automatic checkpoints rewrite the messageId index, which
+            # slowed the loader as the store grew. A crash replays at most this much log.
+            store.conn.execute("SET checkpoint_threshold = '512MiB'")
         writer = GroupCommitWriter(store)
         scorer = None
         alerts = None
