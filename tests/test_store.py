@@ -77,3 +77,10 @@ def test_store_locked_by_other_process_says_why(tmp_path):
             Store(path)
     finally:
         holder.communicate("\n", timeout=30)
+
+
+def test_store_registers_identity_sql_functions(store):
+    names = {row["function_name"] for row in store.rows(
+        "SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'upsignal_%'")}
+
+    assert names == {"upsignal_account_domain", "upsignal_merge_traits"}

@@ -286,7 +286,7 @@ class DuckDBRunner:
 
     def __init__(self, conn: duckdb.DuckDBPyConnection):
         self.conn = conn
-        self._register_functions()
+        register_merge_traits(conn)
 
     def materialize(self, name: str, sql: str) -> None:
         self.conn.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
@@ -295,27 +295,27 @@ class DuckDBRunner:
         for name, _ in RESOLUTION_STEPS:
             self.conn.execute(f"DROP TABLE IF EXISTS {name}")
 
-    def _register_functions(self) -> None:
-        """Register the merge function; the store registers upsignal_account_domain on open.
 
-        NOTE: code that runs ACCOUNTS_SQL on its own (the server's live
-        resolution) relies on this having run on the same connection first.
-        """
-        registered = self.conn.execute(
-            "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [MERGE_TRAITS_SQL_FUNCTION]
-        ).fetchall()[0][0]
-        if registered:
-            return
-        call = duckdb.struct_type({"called_at": duckdb.sqltype("TIMESTAMP"), "traits": duckdb.sqltype("VARCHAR")})
-        self.conn.create_function(
-            MERGE_TRAITS_SQL_FUNCTION,
-            SQL_FUNCTIONS[MERGE_TRAITS_SQL_FUNCTION],
-            [duckdb.list_type(call)],
-            duckdb.sqltype("VARCHAR"),
-            type="arrow",
-            null_handling="special",
-            side_effects=False,
-        )
+def register_merge_traits(conn: duckdb.DuckDBPyConnection) -> None:
+    """Register ``upsignal_merge_traits`` on a DuckDB connection unless it is there already.
+
+    The store registers it, with ``upsignal_account_domain``, whenever it opens.
+    """
+    registered = conn.execute(
+        "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [MERGE_TRAITS_SQL_FUNCTION]
+    ).fetchall()[0][0]
+    if registered:
+        return
+    call = duckdb.struct_type({"called_at": duckdb.sqltype("TIMESTAMP"), "traits": duckdb.sqltype("VARCHAR")})
+    conn.create_function(
+        MERGE_TRAITS_SQL_FUNCTION,
+        SQL_FUNCTIONS[MERGE_TRAITS_SQL_FUNCTION],
+        [duckdb.list_type(call)],
+        duckdb.sqltype("VARCHAR"),
+        type="arrow",
+        null_handling="special",
+        side_effects=False,
+    )
 
 
 def resolve_accounts(store: Store) -> dict[str, int]:

@@ -83,9 +83,12 @@ class Store:
                 )
             raise StoreError(f"cannot open store {self.path}: {error}{hint}") from error
         self.conn.execute("SET TimeZone = 'UTC'")
+        # Imported here because identity imports the store.
         from upsignal.identity.domains import register_functions
+        from upsignal.identity.resolve import register_merge_traits
 
         register_functions(self.conn)
+        register_merge_traits(self.conn)
         if not read_only:
             self.migrate()
             if _has_ingest_log(self.path):
