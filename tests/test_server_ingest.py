@@ -369,3 +369,30 @@ def test_openapi_lists_every_endpoint_and_error(server):
     account = spec["paths"]["/api/accounts/{account_id}"]["get"]["responses"]
     assert {"200", "400", "401", "404", "503"} <= set(account)
     assert "422" not in account
+
+
+def test_rejections_logged_once_per_interval(caplog):
+    from upsignal.server.tracking import RejectionLog
+
+    rejections = RejectionLog(interval_seconds=3600)
+    with caplog.at_level("WARNING", logger="upsignal.server.tracking"):
+        for _ in range(5):
+            rejections.record("batch", 400, "invalid_event", "event")
+        rejections.record("track", 401, "unauthorized", "writeKey")
+
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines == [
+        "rejected 1 /v1/batch requests with 400 invalid_event (field event) since start",
+        "rejected 1 /v1/track requests with 401 unauthorized (field writeKey) since start",
+    ]
+    assert rejections.counts[("batch", 400, "invalid_event")] == 4
+
+
+def test_rejected_request_is_logged(server, caplog, monkeypatch):
+    # Earlier tests in this module already logged this rejection within the interval.
+    monkeypatch.setattr(server.app.tracking.rejections, "interval_seconds", 0)
+    with caplog.at_level("WARNING", logger="upsignal.server.tracking"):
+        response = server.post("/v1/track", {"type": "track", "userId": "ann", "timestamp": "2024-03-01T10:00:00Z"})
+
+    assert response.status_code == 400
+    assert any("/v1/track requests with 400" in record.getMessage() for record in caplog.records)

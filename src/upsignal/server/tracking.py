@@ -12,6 +12,8 @@ import base64
 import binascii
 import hashlib
 import logging
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,6 +49,32 @@ _OK_HEADERS = [(b"content-type", b"application/json")]
 _AUTH_HEADERS = [(b"content-type", b"application/json"), (b"www-authenticate", b'Basic realm="upsignal"')]
 
 
+class RejectionLog:
+    """Logs rejected requests: one WARNING per endpoint and error code per interval, with the count.
+
+    Only the status, error code and field are logged, never the message text,
+    because error messages quote values from the request, emails among them.
+    """
+
+    def __init__(self, interval_seconds: float = 10.0):
+        self.interval_seconds = interval_seconds
+        self.counts: Counter[tuple[str, int, str]] = Counter()
+        self.logged_at: dict[tuple[str, int, str], float] = {}
+
+    def record(self, endpoint: str, status: int, code: str, field: str | None) -> None:
+        key = (endpoint, status, code)
+        self.counts[key] += 1
+        now = time.monotonic()
+        last = self.logged_at.get(key)
+        if last is not None and now - last < self.interval_seconds:
+            return
+        since = "since start" if last is None else f"in the last {now - last:.0f} s"
+        log.warning("rejected %d /v1/%s requests with %d %s (field %s) %s",
+                    self.counts[key], endpoint, status, code, field or "-", since)
+        self.counts[key] = 0
+        self.logged_at[key] = now
+
+
 class TrackingAPI:
     """Handles the tracking endpoints: parse, authenticate, validate, make durable, then acknowledge."""
 
@@ -54,6 +82,7 @@ class TrackingAPI:
         self.writer = writer
         self.key_sources = key_sources
         self.future_tolerance = future_tolerance
+        self.rejections = RejectionLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
         status, body, headers = await self._handle(scope, receive, endpoint)
@@ -70,12 +99,14 @@ class TrackingAPI:
             prepared = self._prepare(raw, headers, endpoint, limit, received_at)
             await self.writer.write(prepared.table, rejected=len(prepared.rejections))
         except IngestError as error:
+            self.rejections.record(endpoint, error.status, error.code, error.field)
             return (error.status, error_body(error.code, error.message, error.field, error.limit),
                     _AUTH_HEADERS if error.status == 401 else _OK_HEADERS)
         except WriterUnavailable as error:
             return (503, error_body("unavailable", f"{error}; the events were not stored, retry the request"),
                     [*_OK_HEADERS, (b"retry-after", str(error.retry_after).encode())])
         if prepared.rejections:
+            self.rejections.record(endpoint, 400, "invalid_event", prepared.rejections[0].field)
             return 400, _rejection_body(prepared.accepted, prepared.rejections, endpoint), _OK_HEADERS
         return 200, orjson.dumps({"success": True, "stored": prepared.accepted}), _OK_HEADERS
 
