@@ -396,3 +396,11 @@ def test_rejected_request_is_logged(server, caplog, monkeypatch):
 
     assert response.status_code == 400
     assert any("/v1/track requests with 400" in record.getMessage() for record in caplog.records)
+
+
+def test_get_on_tracking_path_is_405(server):
+    response = server.client.get(server.url + "/v1/track")
+
+    body = assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "POST"
+    assert body["message"]

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
@@ -170,6 +170,15 @@ def _build_fastapi(lifespan: Any) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(admin_router)
+
+    # UpsignalApp hands POSTs to the tracking paths to TrackingAPI before FastAPI sees them.
+    # These routes make other methods on those paths a 405, and answer a POST that
+    # arrives while the server starts or stops.
+    def tracking_unavailable() -> None:
+        raise HTTPException(503, "the server is starting or stopping; retry the request", headers={"Retry-After": "1"})
+
+    for path in TRACKING_PATHS:
+        app.add_api_route(path, tracking_unavailable, methods=["POST"], include_in_schema=False)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def health() -> dict[str, Any]:
