@@ -218,7 +218,7 @@ def test_sentence_can_place_previous_value(store):
 
 
 def test_rescoring_earlier_time_keeps_hysteresis(store, model):
-    # Scores 85 then 78 give pql, pql; re-scoring the 78 moment after a later run must say pql again.
+    # Scores 85 then 78 give pql, pql. Re-scoring the 78 moment after a later run must give pql again.
     for index in range(2):
         _report(store, index, START)
     _score(store, model, START + timedelta(minutes=1))

@@ -138,8 +138,8 @@ class Destination(abc.ABC):
 def deliver_each(alerts: Sequence[Alert], post: Callable[[Alert], Outcome]) -> list[Outcome]:
     """Send alerts one request each, for vendors without batch calls.
 
-    After a rate-limited answer the rest of the batch gets the same outcome
-    unsent, so the dispatcher waits before trying any of them again.
+    After a rate-limited response the rest of the batch gets the same outcome
+    without being sent, so the dispatcher waits before trying any of them again.
     """
     outcomes: list[Outcome] = []
     for alert in alerts:

@@ -6,8 +6,8 @@ A user joins, in order of precedence:
 3. else a personal account ``user:<userId>``.
 
 An anonymousId joins the user that a message names it with (an identify or any
-other message carrying both ids, or an alias's previousId), taking the earliest
-such link; an alias also moves a former userId to the new one. Anonymous ids
+other message carrying both ids, or an alias's previousId), and the earliest
+such link counts. An alias also moves a former userId to the new one. Anonymous ids
 that never link to a user belong to no account.
 
 The statements are written in DuckDB's dialect and transpiled by SQLGlot for

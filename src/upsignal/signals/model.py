@@ -292,6 +292,7 @@ class ScoringModel(_Strict):
                         f"signals.{name}: refers to {reference!r}, which is not a count, distinct_users,"
                         " distinct, sum, max or last signal of this model"
                     )
+
         for index, rule in enumerate(self.rules):
             if rule.signal not in names:
                 raise ValueError(f"rules.{index} ({rule.name}): refers to unknown signal {rule.signal!r}")
@@ -299,6 +300,7 @@ class ScoringModel(_Strict):
         repeated = sorted({name for name in rule_names if rule_names.count(name) > 1})
         if repeated:
             raise ValueError(f"rules: {', '.join(repeated)} used twice; give repeated rules and fit rules a unique 'name'")
+
         tier_names = [tier.name for tier in self.tiers]
         if len(tier_names) != len(set(tier_names)):
             raise ValueError(f"tiers: names must be unique, got {tier_names}")
@@ -310,6 +312,7 @@ class ScoringModel(_Strict):
             raise ValueError(f"tiers: {', '.join(unreachable)} can never be reached, min is above max_score {self.max_score:g}")
         if self.pql_tier not in tier_names:
             raise ValueError(f"pql_tier: {self.pql_tier!r} is not one of the tiers {tier_names}")
+
         try:
             parse_window(self.cooldown)
         except ValueError as error:
@@ -323,7 +326,7 @@ class ScoringModel(_Strict):
         return hashlib.sha256(canonical).hexdigest()[:12]
 
     def needs_previous(self, name: str) -> bool:
-        """Whether the previous-window value of an aggregate signal is computed."""
+        """Return whether the previous-window value of an aggregate signal is computed."""
         signal = self.signals[name]
         if not isinstance(signal, AGGREGATE_TYPES):
             return False

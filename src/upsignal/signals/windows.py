@@ -56,7 +56,7 @@ def window_bounds(window: str, as_of: datetime, timezone: str, first_weekday: st
 
 
 def describe_window(window: str, previous: bool = False) -> str:
-    """A phrase for sentences: 'in the last 7 days', 'this week', 'the week before'.
+    """Return a window's phrase for sentences: 'in the last 7 days', 'this week', 'by this point last week'.
 
     >>> describe_window("7d")
     'in the last 7 days'
