@@ -10,14 +10,24 @@ import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pytest
 
 from upsignal.errors import StoreError
-from upsignal.server import ingest_log, writer as writer_module
-from upsignal.server.ingest import prepare_events
-from upsignal.server.ingest_log import HEADER, IngestLogWriter, LogWriteError, list_segments, read_records
-from upsignal.server.loader import touched_identities
+from upsignal.server import ingest_log
+from upsignal.server import writer as writer_module
+from upsignal.server.ingest import RequestEntry, prepare_events
+from upsignal.server.ingest_log import (
+    HEADER,
+    IngestLogWriter,
+    LogRecord,
+    LogWriteError,
+    list_segments,
+    read_records,
+)
+from upsignal.server.loader import records_table, touched_identities
+from upsignal.server.testing import batch_entry
 from upsignal.server.writer import GroupCommitWriter, WriterUnavailable
 from upsignal.store import Store
 from upsignal.store.database import ingest_log_dir
@@ -48,9 +58,20 @@ def events(*messages: dict) -> pa.Table:
     return prepared.table
 
 
-def tracks(prefix: str, count: int, user: str = "ann") -> pa.Table:
-    return events(*[{"type": "track", "event": "Report Run", "userId": user, "messageId": f"{prefix}-{i}",
-                     "timestamp": "2024-03-20T10:00:00Z"} for i in range(count)])
+def tracks(prefix: str, count: int, user: str = "ann") -> RequestEntry:
+    return batch_entry([{"type": "track", "event": "Report Run", "userId": user, "messageId": f"{prefix}-{i}",
+                         "timestamp": "2024-03-20T10:00:00Z"} for i in range(count)], RECEIVED_AT)
+
+
+def with_invalid(entry: RequestEntry, count: int) -> RequestEntry:
+    """The entry of the same request with ``count`` more messages, each missing its userId."""
+    body = orjson.loads(entry.body)
+    body["batch"] += [{"type": "track", "event": "E", "messageId": f"bad-{i}"} for i in range(count)]
+    return batch_entry(body["batch"], RECEIVED_AT)
+
+
+def message_ids(record: LogRecord) -> list[str]:
+    return records_table([record])[0].column("message_id").to_pylist()
 
 
 def random_message(rng: random.Random, number: int) -> dict:
@@ -77,12 +98,12 @@ def log_dir(tmp_path) -> Path:
     return tmp_path / "store.duckdb.ingest"
 
 
-def write_log(directory: Path, *tables: pa.Table, rejected: int = 0, segment_bytes: int = 1 << 26,
+def write_log(directory: Path, *entries: RequestEntry, segment_bytes: int = 1 << 26,
               first_seq: int = 1) -> IngestLogWriter:
-    """Append one record per table and close the log as a crash would leave it: nothing marked loaded."""
+    """Append one record per entry and close the log as a crash would leave it: nothing marked loaded."""
     log_writer = IngestLogWriter(directory, first_seq, segment_bytes)
-    for table in tables:
-        log_writer.append(table, rejected)
+    for entry in entries:
+        log_writer.append([entry])
     log_writer.close(loaded_seq=0)
     return log_writer
 
@@ -102,15 +123,16 @@ def store_counts(path: Path) -> dict[str, int]:
 
 
 def test_records_read_back_in_order(log_dir):
-    first, second = tracks("a", 3), tracks("b", 2)
-    write_log(log_dir, first, second, rejected=4)
+    first, second = tracks("a", 3), with_invalid(tracks("b", 2), 4)
+    write_log(log_dir, first, second)
 
     records = list(read_records(log_dir))
 
     assert [record.seq for record in records] == [1, 2]
-    assert records[0].table.equals(first)
-    assert records[1].table.equals(second)
-    assert [record.rejected for record in records] == [4, 4]
+    assert records[0].entries == [first]
+    assert records[1].entries == [second]
+    assert message_ids(records[1]) == ["b-0", "b-1"]
+    assert [record.rejected for record in records] == [0, 4]
 
 
 def test_records_at_or_below_position_are_skipped(log_dir):
@@ -168,7 +190,7 @@ def test_missing_record_raises(log_dir):
 def test_loaded_segments_are_deleted(log_dir):
     log_writer = IngestLogWriter(log_dir, 1, segment_bytes=1)
     for prefix in "abcd":
-        log_writer.append(tracks(prefix, 1), 0)
+        log_writer.append([tracks(prefix, 1)])
     assert [seq for seq, _ in list_segments(log_dir)] == [1, 2, 3, 4, 5]
 
     log_writer.delete_loaded(2)
@@ -180,23 +202,23 @@ def test_loaded_segments_are_deleted(log_dir):
 
 def test_failed_write_is_cut_off(log_dir, monkeypatch):
     log_writer = IngestLogWriter(log_dir, 1)
-    log_writer.append(tracks("a", 2), 0)
+    log_writer.append([tracks("a", 2)])
     real_write_all = ingest_log._write_all
 
-    def write_half_then_fail(fd: int, header: bytes, payload: pa.Buffer) -> None:
-        real_write_all(fd, header, payload.slice(0, payload.size // 2))
+    def write_half_then_fail(fd: int, header: bytes, payload: bytes) -> None:
+        real_write_all(fd, header, payload[:len(payload) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ingest_log, "_write_all", write_half_then_fail)
     with pytest.raises(LogWriteError, match="No space left"):
-        log_writer.append(tracks("b", 2), 0)
+        log_writer.append([tracks("b", 2)])
     monkeypatch.setattr(ingest_log, "_write_all", real_write_all)
-    assert log_writer.append(tracks("c", 2), 0) == 2
+    assert log_writer.append([tracks("c", 2)]).seq == 2
     log_writer.close(loaded_seq=0)
 
     records = list(read_records(log_dir))
     assert [record.seq for record in records] == [1, 2]
-    assert records[1].table.column("message_id").to_pylist() == ["c-0", "c-1"]
+    assert message_ids(records[1]) == ["c-0", "c-1"]
 
 
 def test_short_write_is_completed(log_dir, monkeypatch):
@@ -205,7 +227,7 @@ def test_short_write_is_completed(log_dir, monkeypatch):
     write_log(log_dir, tracks("a", 3), tracks("b", 1))
     monkeypatch.undo()
 
-    assert [record.table.num_rows for record in read_records(log_dir)] == [3, 1]
+    assert [len(message_ids(record)) for record in read_records(log_dir)] == [3, 1]
 
 
 def test_failed_sync_stops_appends(log_dir, monkeypatch):
@@ -216,10 +238,10 @@ def test_failed_sync_stops_appends(log_dir, monkeypatch):
 
     monkeypatch.setattr(ingest_log.os, "fdatasync", fail_sync)
     with pytest.raises(LogWriteError, match="syncing the ingest log failed"):
-        log_writer.append(tracks("a", 1), 0)
+        log_writer.append([tracks("a", 1)])
     monkeypatch.undo()
     with pytest.raises(LogWriteError, match="restart the server"):
-        log_writer.append(tracks("b", 1), 0)
+        log_writer.append([tracks("b", 1)])
     log_writer.close(loaded_seq=0)
 
 
@@ -262,7 +284,7 @@ def test_touched_identities_of_each_message_type():
 def test_writable_open_loads_pending_log(tmp_path):
     path = tmp_path / "store.duckdb"
     Store(path).close()
-    write_log(ingest_log_dir(str(path)), tracks("a", 3), tracks("b", 2), rejected=1)
+    write_log(ingest_log_dir(str(path)), tracks("a", 3), with_invalid(tracks("b", 2), 2))
 
     with Store(path) as store:
         assert store.scalar("SELECT count(*) FROM events") == 5
@@ -323,13 +345,13 @@ def test_log_newer_than_store_raises(tmp_path):
 
 def test_acknowledged_before_load_and_loaded_later(tmp_path, monkeypatch):
     release = threading.Event()
-    real_load = writer_module.load_records
+    real_load = writer_module.store_events
 
-    def held_load(conn, records):
+    def held_load(*args):
         release.wait(30)
-        return real_load(conn, records)
+        return real_load(*args)
 
-    monkeypatch.setattr(writer_module, "load_records", held_load)
+    monkeypatch.setattr(writer_module, "store_events", held_load)
     with Store(tmp_path / "store.duckdb") as store:
         group_writer = GroupCommitWriter(store)
         group_writer.start()
@@ -351,16 +373,16 @@ def test_acknowledged_before_load_and_loaded_later(tmp_path, monkeypatch):
 
 def test_writer_over_backlog_bound_is_unavailable(tmp_path, monkeypatch):
     release = threading.Event()
-    real_load = writer_module.load_records
+    real_load = writer_module.store_events
 
-    def held_load(conn, records):
+    def held_load(*args):
         release.wait(30)
-        return real_load(conn, records)
+        return real_load(*args)
 
-    monkeypatch.setattr(writer_module, "load_records", held_load)
+    monkeypatch.setattr(writer_module, "store_events", held_load)
     with Store(tmp_path / "store.duckdb") as store:
         first = tracks("a", 50)
-        group_writer = GroupCommitWriter(store, max_unloaded_bytes=first.nbytes + 1)
+        group_writer = GroupCommitWriter(store, max_unloaded_bytes=len(first.body) + 1)
         group_writer.start()
         try:
             asyncio.run(group_writer.write(first))
@@ -380,10 +402,10 @@ def test_writer_over_backlog_bound_is_unavailable(tmp_path, monkeypatch):
 
 
 def test_stopped_writer_keeps_unloaded_records(tmp_path, monkeypatch):
-    def failing_load(conn, records):
+    def failing_load(*args):
         raise StoreError("the disk is full")
 
-    monkeypatch.setattr(writer_module, "load_records", failing_load)
+    monkeypatch.setattr(writer_module, "store_events", failing_load)
     path = tmp_path / "store.duckdb"
     with Store(path) as store:
         group_writer = GroupCommitWriter(store)
@@ -402,3 +424,25 @@ def _last_record_size(data: bytes) -> int:
         size = HEADER.size + HEADER.unpack_from(data, offset)[3]
         offset += size
     return size
+
+
+def test_loads_continue_after_builder_dies(tmp_path, caplog):
+    import psutil
+
+    with Store(tmp_path / "store.duckdb") as store:
+        group_writer = GroupCommitWriter(store)
+        group_writer.start()
+        try:
+            asyncio.run(group_writer.write(tracks("a", 3)))
+            assert group_writer.wait_loaded(timeout=60)
+            builders = [child for child in psutil.Process().children()
+                        if "spawn_main" in " ".join(child.cmdline())]
+            assert builders
+            for builder in builders:
+                builder.kill()
+            asyncio.run(group_writer.write(tracks("b", 3)))
+            assert group_writer.wait_loaded(timeout=60)
+            assert store.scalar("SELECT count(*) FROM events") == 6
+        finally:
+            group_writer.stop()
+    assert "row builder process died" in caplog.text

@@ -13,6 +13,7 @@ from upsignal.identity import resolve_accounts
 from upsignal.scoring import score_accounts
 from upsignal.server.ingest import prepare_events
 from upsignal.server.live import LiveScorer
+from upsignal.server.testing import batch_entry
 from upsignal.server.writer import GroupCommitWriter
 from upsignal.signals.model import default_model_text, parse_model
 from upsignal.store import Store
@@ -87,7 +88,7 @@ def test_live_passes_match_full_rebuild(live_store, seed):
             messages = [random_message(rng, round_number * 100 + i) for i in range(12)]
             prepared = prepare_events(messages, RECEIVED_AT, timedelta(hours=1), "test")
             assert prepared.rejections == []
-            asyncio.run(writer.write(prepared.table))
+            asyncio.run(writer.write(batch_entry(messages, RECEIVED_AT)))
             EventWriter(reference).write_table(prepared.table)
 
             scorer.run_pass(AS_OF)
@@ -109,7 +110,7 @@ def test_live_pass_scores_only_touched_accounts(live_store):
         {"type": "identify", "userId": "bo", "messageId": "2", "traits": {"email": "bo@beta.io"},
          "timestamp": "2024-03-20T10:00:00Z"},
     ]
-    asyncio.run(writer.write(prepare_events(first, RECEIVED_AT, timedelta(hours=1), "test").table))
+    asyncio.run(writer.write(batch_entry(first, RECEIVED_AT)))
     scorer = LiveScorer(store, MODEL, MODEL_TEXT)
     scorer.prepare()
     assert scorer.run_pass(AS_OF).accounts == 2
@@ -117,7 +118,7 @@ def test_live_pass_scores_only_touched_accounts(live_store):
 
     report = [{"type": "track", "userId": "ann", "messageId": f"r{i}", "event": "Report Run",
                "timestamp": "2024-03-25T10:00:00Z"} for i in range(12)]
-    asyncio.run(writer.write(prepare_events(report, RECEIVED_AT, timedelta(hours=1), "test").table))
+    asyncio.run(writer.write(batch_entry(report, RECEIVED_AT)))
     later = scorer.run_pass(AS_OF + timedelta(hours=1))
 
     assert later.accounts == 1
@@ -138,7 +139,7 @@ def test_subset_query_keeps_full_query_values(live_store):
     store, writer = live_store
     rng = random.Random(7)
     messages = [random_message(rng, i) for i in range(120)]
-    asyncio.run(writer.write(prepare_events(messages, RECEIVED_AT, timedelta(hours=1), "test").table))
+    asyncio.run(writer.write(batch_entry(messages, RECEIVED_AT)))
     resolve_accounts(store)
     store.conn.execute("CREATE TEMP TABLE some_accounts AS SELECT account_id FROM accounts ORDER BY account_id LIMIT 3")
     subset = score_accounts(store, MODEL, MODEL_TEXT, AS_OF, only_accounts="some_accounts")

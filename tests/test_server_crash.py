@@ -133,9 +133,9 @@ import pathlib, time
 from upsignal.server import ingest_log
 real_write_all, appends = ingest_log._write_all, []
 def torn_write_all(fd, header, payload):
-    appends.append(payload.size)
+    appends.append(len(payload))
     if len(appends) == 3:
-        real_write_all(fd, header, payload.slice(0, payload.size // 2))
+        real_write_all(fd, header, payload[:len(payload) // 2])
         pathlib.Path(MARKER).touch()
         time.sleep(600)
     real_write_all(fd, header, payload)

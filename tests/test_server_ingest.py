@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import gzip
 import os
 import threading
@@ -254,13 +255,13 @@ def test_repeated_message_id_is_stored_once(server):
 def test_backlog_over_bound_is_503_with_retry_after(server, monkeypatch):
     writer = server.app.fastapi.state.writer
     release = threading.Event()
-    real_load = writer_module.load_records
+    real_load = writer_module.store_events
 
-    def held_load(conn, records):
+    def held_load(*args):
         release.wait(30)
-        return real_load(conn, records)
+        return real_load(*args)
 
-    monkeypatch.setattr(writer_module, "load_records", held_load)
+    monkeypatch.setattr(writer_module, "store_events", held_load)
     monkeypatch.setattr(writer, "max_unloaded_bytes", 1)
     stored, rejected = track(), track()
     try:
@@ -296,6 +297,30 @@ def test_batch_sent_at_applies_to_its_messages(server):
     assert server.post("/v1/batch", body).status_code == 200
     row = server.rows("SELECT timestamp, received_at FROM events WHERE message_id = ?", [message["messageId"]])[0]
     assert row["received_at"] - row["timestamp"] == pytest.approx(timedelta(minutes=10), abs=timedelta(seconds=1))
+
+
+def test_batch_sent_at_before_year_one_in_utc_is_400(server):
+    """Year 1 at UTC+1 is a time before year 1 in UTC, which Python cannot represent."""
+    body = {"batch": [track()], "sentAt": "0001-01-01T00:00:00+01:00"}
+
+    response = server.post("/v1/batch", body)
+
+    assert response.status_code == 400
+    assert response.json()["field"] == "sentAt"
+    assert "out of the supported date range" in response.json()["message"]
+
+
+def test_properties_nested_300_levels_are_stored(server):
+    """orjson writes at most 254 levels; such properties were a 500 before the row builder fell back."""
+    nested: dict = {"leaf": 1}
+    for _ in range(300):
+        nested = {"a": nested}
+    message = track(properties=nested)
+
+    # orjson cannot write the body either, so the standard library does.
+    assert server.post("/v1/track", content=json.dumps(message).encode()).status_code == 200
+    row = server.rows("SELECT properties FROM events WHERE message_id = ?", [message["messageId"]])[0]
+    assert row["properties"].count('{"a":') == 300
 
 
 def test_future_timestamp_is_clamped_and_flagged(server):

@@ -36,6 +36,11 @@ class ServerSettings(_Section):
         default=3600.0, gt=0,
         description="Live scoring also re-scores every account this often, so windows of idle accounts move on",
     )
+    ingest_backlog_mb: int = Field(
+        default=4096, ge=1,
+        description="Acknowledged request bodies the ingest log may hold before they are loaded into the store;"
+        " beyond it requests get 503 with Retry-After",
+    )
 
 
 class SparkSettings(_Section):

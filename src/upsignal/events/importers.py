@@ -33,7 +33,7 @@ import pyarrow as pa
 from upsignal.errors import ImportFileError, InvalidEventError
 from upsignal.events.mapping import Mapping
 from upsignal.events.rows import RowContext, event_row
-from upsignal.events.schema import DEFAULT_FUTURE_TOLERANCE, MAX_EVENT_BYTES, utc_now
+from upsignal.events.schema import DEFAULT_FUTURE_TOLERANCE, MAX_EVENT_BYTES, json_bytes, utc_now
 from upsignal.events.workers import ordered_map
 from upsignal.events.writer import EventWriter, rows_to_table
 from upsignal.store import Store
@@ -263,7 +263,7 @@ def _check_file(path: Path, file_format: Format, mapping: Mapping | None) -> Non
 
 def _check_size(record: dict[str, Any]) -> int:
     """Apply the per-event limit to a record built by a mapping (JSON lines are measured as read)."""
-    size = len(orjson.dumps(record, default=str))
+    size = len(json_bytes(record))
     if size > MAX_EVENT_BYTES:
         raise InvalidEventError(
             f"event is {size} bytes, over the {MAX_EVENT_BYTES}-byte limit per event", value=size
@@ -306,7 +306,7 @@ def _validate_records(settings: _ChunkSettings, records: Iterator[SourceRecord])
                 size = _check_size(record)
             rows.append(event_row(record, settings.rows, size))
         except InvalidEventError as error:
-            text = _shorten(raw) if raw else _shorten(orjson.dumps(record, default=str))
+            text = _shorten(raw) if raw else _shorten(json_bytes(record))
             rejections.append(Rejection(number, str(error), error.field, text))
     return rows_to_table(rows), rejections
 

@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
-
 from upsignal.errors import InvalidEventError
 from upsignal.events.schema import (
     DEFAULT_FUTURE_TOLERANCE,
     MESSAGE_TYPES,
     deterministic_message_id,
     event_timestamp,
+    json_text,
     parse_message,
     to_row,
 )
@@ -157,9 +156,7 @@ def _fast_row(record: Any, context: RowContext) -> tuple[Any, ...] | None:
     return (
         message_id, message_type, event, name, user_id, anonymous_id, group_id, previous_id,
         happened, received_at,
-        orjson.dumps(properties).decode() if properties else None,
-        orjson.dumps(traits).decode() if traits else None,
-        orjson.dumps(message_context).decode() if message_context else None,
+        json_text(properties), json_text(traits), json_text(message_context),
         context.source, clamped,
     )
 

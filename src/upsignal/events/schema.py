@@ -10,6 +10,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+import msgspec
 import orjson
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
@@ -81,7 +82,7 @@ def _as_utc(moment: datetime) -> datetime:
 
 def deterministic_message_id(record: dict[str, Any]) -> str:
     """Derive a messageId from a record's content, so re-importing it dedupes."""
-    digest = hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    digest = hashlib.sha256(json_bytes(record, sort_keys=True)).hexdigest()
     return "content-" + digest[:32]
 
 
@@ -157,8 +158,22 @@ def event_timestamp(
     return happened, False
 
 
-def _json_or_none(value: dict[str, Any] | None) -> str | None:
-    return None if not value else orjson.dumps(value, default=str).decode()
+def json_bytes(value: Any, sort_keys: bool = False) -> bytes:
+    """Serialise a decoded JSON value compactly.
+
+    orjson refuses integers beyond 64 bits and nesting deeper than 254 levels,
+    both of which parsers accept (msgspec keeps such integers exact; orjson.loads
+    nests up to 1,024 levels), so those values go to msgspec's encoder instead.
+    """
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except orjson.JSONEncodeError:
+        return msgspec.json.encode(value, enc_hook=str, order="sorted" if sort_keys else None)
+
+
+def json_text(value: dict[str, Any] | None) -> str | None:
+    """The text of a properties, traits or context object as stored; None for an absent or empty one."""
+    return json_bytes(value).decode() if value else None
 
 
 def to_row(
@@ -185,9 +200,9 @@ def to_row(
         message.previousId,
         timestamp,
         _as_utc(received_at),
-        _json_or_none(message.properties),
-        _json_or_none(message.traits),
-        _json_or_none(message.context),
+        json_text(message.properties),
+        json_text(message.traits),
+        json_text(message.context),
         source,
         clamped,
     )

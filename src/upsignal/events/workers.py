@@ -40,17 +40,11 @@ def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], worke
     are cancelled and the workers are terminated, since no one will read their
     results. ``function`` and the items must pickle.
     """
-    # Spawn, not fork, because a forked child would copy the open DuckDB connection and its threads.
-    context = multiprocessing.get_context("spawn")
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
-    )
+    pool = start_pool(workers)
     try:
         pending: deque[concurrent.futures.Future[Result]] = deque()
         for item in items:
-            # ProcessPoolExecutor starts its workers inside submit.
-            with _sigint_blocked():
-                pending.append(pool.submit(function, item))
+            pending.append(submit(pool, function, item))
             if len(pending) > 2 * workers:
                 yield pending.popleft().result()
         while pending:
@@ -60,6 +54,26 @@ def ordered_map(function: Callable[[Item], Result], items: Iterable[Item], worke
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def start_pool(workers: int, niceness: int = 0) -> concurrent.futures.ProcessPoolExecutor:
+    """Return a pool of ``workers`` processes that ignore Ctrl-C and die with this process.
+
+    ``niceness`` lowers the workers' CPU priority, for work that must yield to the caller's.
+    Submit work with ``submit``, and the thread that submits first must outlive the workers.
+    """
+    # Spawn, not fork, because a forked child would copy the open DuckDB connection and its threads.
+    context = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(os.getpid(), niceness)
+    )
+
+
+def submit(pool: concurrent.futures.ProcessPoolExecutor, function: Callable[..., Result],
+           *args: object) -> concurrent.futures.Future[Result]:
+    # ProcessPoolExecutor starts its workers inside submit.
+    with _sigint_blocked():
+        return pool.submit(function, *args)
 
 
 def _terminate_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -94,8 +108,10 @@ def _sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _init_worker(parent_pid: int) -> None:
+def _init_worker(parent_pid: int, niceness: int) -> None:
     """Ignore SIGINT and, on Linux, die with the parent; runs first in every worker."""
+    if niceness:
+        os.nice(niceness)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -105,7 +121,8 @@ def _init_worker(parent_pid: int) -> None:
 
 def _kill_when_parent_dies(parent_pid: int) -> None:
     # The kernel sends the signal when the thread that started this worker exits.
-    # ordered_map shuts its pool down before returning, so that thread outlives the workers.
+    # ordered_map shuts its pool down before returning, so that thread outlives the workers;
+    # the ingest writer starts its worker from the thread that starts the server.
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0

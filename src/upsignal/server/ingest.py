@@ -6,21 +6,29 @@ same code that file import uses, in its live-ingest mode.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import orjson
 import pyarrow as pa
 
 from upsignal.errors import InvalidEventError
 from upsignal.events.rows import RowContext, event_row, json_type, naive_utc, parse_timestamp
-from upsignal.events.schema import MAX_EVENT_BYTES, MESSAGE_TYPES, parse_message
+from upsignal.events.schema import MAX_EVENT_BYTES, MESSAGE_TYPES, json_bytes, parse_message
 from upsignal.events.writer import rows_to_table
+from upsignal.server.accept import accept, decode_messages
+
+log = logging.getLogger(__name__)
 
 # Segment's tracking API accepts at most 500 KB per batch request and 32 KB per message.
 MAX_BATCH_BYTES = 500 * 1024
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class IngestError(Exception):
@@ -146,7 +154,52 @@ def batch_sent_at(body: dict[str, Any]) -> datetime | None:
             moment = parse_message({"type": "identify", "userId": "-", "sentAt": value}).sentAt
         except InvalidEventError as error:
             raise IngestError(400, "invalid_body", str(error), field="sentAt") from None
-    return naive_utc(moment)
+    try:
+        return naive_utc(moment)
+    except OverflowError:
+        raise IngestError(400, "invalid_body", f"field 'sentAt': {value!r} is out of the supported date range"
+                          " once converted to UTC; send a time between the years 1 and 9999", field="sentAt") from None
+
+
+@dataclass
+class CheckedRequest:
+    """A validated request: its ``writeKey`` field, valid message count and rejected messages."""
+
+    write_key: Any
+    accepted: int
+    rejections: list[Rejection]
+    whole: bool = False
+
+    def entry(self, body: bytes, endpoint: str, received_at: datetime, source: str,
+              future_tolerance: timedelta) -> RequestEntry:
+        """Return the request's ingest log entry, once its write key has given its ``source``."""
+        return RequestEntry(body, endpoint, (received_at - _EPOCH) // _MICROSECOND, source,
+                            future_tolerance // _MICROSECOND, self.whole, self.accepted,
+                            len(self.rejections))
+
+
+def check_request(body: bytes, endpoint: str, received_at: datetime, future_tolerance: timedelta) -> CheckedRequest:
+    """Validate a request body (decompressed) for a tracking endpoint; raise IngestError if it is no request.
+
+    ``accept`` settles the common request in C. Any other is parsed with orjson
+    and goes through the row builder message by message, which finds every
+    invalid message and reports why.
+    """
+    whole = accept(body, endpoint)
+    if whole is not None:
+        return CheckedRequest(whole.write_key, whole.messages, [], whole=True)
+    parsed = body_object(decode_json(body))
+    messages, sent_at = request_messages(parsed, endpoint)
+    context = RowContext(received_at, None, future_tolerance, live=True, sent_at=sent_at)
+    rows, rejections = _build_rows(messages, context, measure=True)
+    return CheckedRequest(parsed.get("writeKey"), len(rows), rejections)
+
+
+def request_messages(body: dict[str, Any], endpoint: str) -> tuple[list[Any], datetime | None]:
+    """Return the messages of a parsed request body and the batch ``sentAt`` that applies to them."""
+    if endpoint == "batch":
+        return batch_messages(body), batch_sent_at(body)
+    return [single_message(body, endpoint)], None
 
 
 def prepare_events(
@@ -157,11 +210,68 @@ def prepare_events(
     sent_at: datetime | None = None,
 ) -> PreparedEvents:
     """Validate messages and build their rows; invalid ones become rejections by index."""
-    rows, rejections = [], []
     context = RowContext(received_at, source, future_tolerance, live=True, sent_at=sent_at)
+    rows, rejections = _build_rows(messages, context, measure=True)
+    return PreparedEvents(rows_to_table(rows), rejections)
+
+
+class RequestEntry(msgspec.Struct, array_like=True, frozen=True):
+    """One acknowledged request as the ingest log keeps it: what building its rows again takes.
+
+    ``accepted_whole`` is true when ``accept.accept`` passed every message, so the
+    rows come from ``accept.decode_messages``; otherwise the body is checked
+    message by message again, which rejects the same ``rejected`` messages,
+    because row building depends only on what the entry holds.
+    """
+
+    body: bytes
+    endpoint: str
+    received_at_us: int
+    source: str
+    future_tolerance_us: int
+    accepted_whole: bool
+    accepted: int
+    rejected: int
+
+    @property
+    def context(self) -> RowContext:
+        return RowContext(_EPOCH + timedelta(microseconds=self.received_at_us), self.source,
+                          timedelta(microseconds=self.future_tolerance_us), live=True)
+
+
+def entry_rows(entry: RequestEntry) -> tuple[list[tuple[Any, ...]], int]:
+    """Build the rows of a logged request; return them and the number of messages rejected."""
+    context = entry.context
+    rows: list[tuple[Any, ...]] | None = None
+    if entry.accepted_whole:
+        try:
+            messages, sent_at = decode_messages(entry.body, entry.endpoint)
+        except msgspec.DecodeError as error:  # not expected; the full check below still finds every event
+            log.error("ingest log entry from %s received at %s no longer passes the check that accepted it: %s",
+                      entry.source, context.received_at, error)
+        else:
+            context = dataclasses.replace(context, sent_at=None if sent_at is None else parse_timestamp(sent_at))
+            rows, rejections = _build_rows(messages, context, measure=False)
+    if rows is None:
+        try:
+            messages, sent_at = request_messages(body_object(decode_json(entry.body)), entry.endpoint)
+            rows, rejections = _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), measure=True)
+        except IngestError as error:
+            rows, rejections = [], [Rejection(0, error.code, error.message, error.field or "")]
+    if len(rows) != entry.accepted:
+        # Not expected, because the server decided with the same code. Logged, so no event is lost unnoticed.
+        log.error("ingest log entry from %s received at %s: %d messages valid on load, %d when acknowledged;"
+                  " first rejection: %s", entry.source, context.received_at, len(rows), entry.accepted,
+                  rejections[0].message if rejections else "-")
+    return rows, len(rejections)
+
+
+def _build_rows(messages: list[Any], context: RowContext, measure: bool) -> tuple[list[tuple], list[Rejection]]:
+    """Build the rows of valid messages and a Rejection for each other; ``measure`` applies the size limit."""
+    rows, rejections = [], []
     for index, record in enumerate(messages):
         try:
-            size = len(orjson.dumps(record))
+            size = len(json_bytes(record)) if measure else 0
             if size > MAX_EVENT_BYTES:
                 rejections.append(Rejection(
                     index, "event_too_large", f"the message is {size:,} bytes, over the {MAX_EVENT_BYTES:,}-byte"
@@ -170,4 +280,4 @@ def prepare_events(
             rows.append(event_row(record, context, size))
         except InvalidEventError as error:
             rejections.append(Rejection(index, "invalid_event", str(error), error.field))
-    return PreparedEvents(rows_to_table(rows), rejections)
+    return rows, rejections

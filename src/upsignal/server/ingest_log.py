@@ -4,8 +4,13 @@ The log is a folder next to the store file, ``<store>.ingest/``, holding segment
 files named by the number of their first record (``00000000000000000001.log``).
 A segment is a run of records, each a 24-byte little-endian header and a payload::
 
-    magic b"USL1" | record number (u64) | rejected messages (u32) | payload bytes (u32)
-    | CRC-32 of the three numbers and the payload (u32) | Arrow IPC stream of event rows
+    magic b"USL2" | record number (u64) | rejected messages (u32) | payload bytes (u32)
+    | CRC-32 of the three numbers and the payload (u32) | requests as MessagePack
+
+The payload is a MessagePack array of ``RequestEntry``: each acknowledged
+request's JSON body with what building its rows takes (receipt time, source,
+whether every message passed ``accept``). The loader builds the rows, so
+the server's event loop does no more per message than deciding it is valid.
 
 Record numbers rise by one across segments. One record contains every request that
 the log thread took in one pass, and the thread calls ``fdatasync`` once per record,
@@ -26,13 +31,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow as pa
+import msgspec
 
 from upsignal.errors import StoreError
+from upsignal.server.ingest import RequestEntry
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"USL1"
+MAGIC = b"USL2"
 HEADER = struct.Struct("<4sQIII")
 SEGMENT_SUFFIX = ".log"
 # A new segment starts once the current one is this large, so loaded records can be deleted a file at a time.
@@ -51,22 +57,48 @@ class LogWriteError(Exception):
 
 @dataclass
 class LogRecord:
-    """One record: the event rows of the requests appended together, and their rejected-message count."""
+    """One record: the requests appended together, and their rejected-message count."""
 
     seq: int
-    table: pa.Table
+    entries: list[RequestEntry]
     rejected: int
 
 
-def encode_record(seq: int, table: pa.Table, rejected: int) -> tuple[bytes, pa.Buffer]:
-    """Return the header and the payload (the table as an Arrow IPC stream) of one record."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as stream:
-        stream.write_table(table)
-    payload = sink.getvalue()
-    numbers = struct.pack("<QII", seq, rejected, payload.size)
+@dataclass(frozen=True)
+class LogPosition:
+    """The place of an appended record: its number, segment file and the offset of its header."""
+
+    seq: int
+    path: Path
+    offset: int
+
+
+_entries_decoder = msgspec.msgpack.Decoder(list[RequestEntry])
+
+
+def encode_record(seq: int, entries: list[RequestEntry]) -> tuple[bytes, bytes]:
+    """Return the header and the payload of one record."""
+    payload = msgspec.msgpack.encode(entries)
+    rejected = sum(entry.rejected for entry in entries)
+    numbers = struct.pack("<QII", seq, rejected, len(payload))
     checksum = zlib.crc32(payload, zlib.crc32(numbers))
-    return HEADER.pack(MAGIC, seq, rejected, payload.size, checksum), payload
+    return HEADER.pack(MAGIC, seq, rejected, len(payload), checksum), payload
+
+
+def decode_entries(payload: bytes) -> list[RequestEntry]:
+    return _entries_decoder.decode(payload)
+
+
+def read_record_at(position: LogPosition) -> LogRecord:
+    """Read back a record this process appended, as the loader does; raises StoreError if it changed."""
+    with position.path.open("rb") as handle:
+        handle.seek(position.offset)
+        record, problem = _read_record(handle, position.path.stat().st_size - position.offset)
+    if record is None or record[0] != position.seq:
+        raise StoreError(f"ingest log record {position.seq} in {position.path} at byte {position.offset} cannot be"
+                         f" read back: {problem or 'another record is there'}")
+    seq, rejected, payload = record
+    return LogRecord(seq, decode_entries(payload), rejected)
 
 
 def is_open_in_this_process(directory: Path) -> bool:
@@ -108,7 +140,7 @@ def read_records(directory: Path, after_seq: int = 0) -> Iterator[LogRecord]:
                                  " to open the store without it")
             expected = seq + 1
             if seq > after_seq:
-                yield LogRecord(seq, pa.ipc.open_stream(payload).read_all(), rejected)
+                yield LogRecord(seq, decode_entries(payload), rejected)
 
 
 def _segment_records(path: Path, is_last: bool) -> Iterator[tuple[int, int, bytes]]:
@@ -162,6 +194,7 @@ class IngestLogWriter:
         self._lock = threading.Lock()
         self._segments: list[tuple[int, Path]] = []
         self._fd = -1
+        self._path = directory
         self._size = 0
         self._broken = False
         directory.mkdir(parents=True, exist_ok=True)
@@ -178,8 +211,8 @@ class IngestLogWriter:
                 _open_directories.discard(directory.resolve())
             raise
 
-    def append(self, table: pa.Table, rejected: int) -> int:
-        """Write one record and sync it to disk; return its number.
+    def append(self, entries: list[RequestEntry]) -> LogPosition:
+        """Write one record and sync it to disk; return its number and place.
 
         Raises LogWriteError if the write or the sync fails. A failed write is cut
         off the file again, so later records still follow a whole one. When that
@@ -189,7 +222,8 @@ class IngestLogWriter:
         if self._broken:
             raise LogWriteError("an earlier write to the ingest log failed; restart the server")
         seq = self.next_seq
-        header, payload = encode_record(seq, table, rejected)
+        position = LogPosition(seq, self._path, self._size)
+        header, payload = encode_record(seq, entries)
         try:
             _write_all(self._fd, header, payload)
         except OSError as error:
@@ -200,11 +234,11 @@ class IngestLogWriter:
         except OSError as error:
             self._broken = True
             raise LogWriteError(f"syncing the ingest log failed: {error}; restart the server") from error
-        self._size += len(header) + payload.size
+        self._size += len(header) + len(payload)
         self.next_seq = seq + 1
         if self._size >= self.segment_bytes:
             self._rotate()
-        return seq
+        return position
 
     def delete_loaded(self, loaded_seq: int) -> None:
         """Delete every finished segment whose records are all numbered ``loaded_seq`` or below."""
@@ -230,6 +264,7 @@ class IngestLogWriter:
     def _open_segment(self) -> None:
         path = segment_path(self.directory, self.next_seq)
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._path = path
         self._size = 0
         _sync_directory(self.directory)
         with self._lock:
@@ -252,9 +287,9 @@ class IngestLogWriter:
             log.error("removing a failed ingest log append failed (%s) after: %s", cut_error, error)
 
 
-def _write_all(fd: int, header: bytes, payload: pa.Buffer) -> None:
+def _write_all(fd: int, header: bytes, payload: bytes) -> None:
     written = os.writev(fd, [header, payload])
-    rest = memoryview(header + payload.to_pybytes())[written:] if written < len(header) + payload.size else b""
+    rest = memoryview(header + payload)[written:] if written < len(header) + len(payload) else b""
     while rest:
         rest = rest[os.write(fd, rest):]
 

@@ -1,4 +1,4 @@
-"""Run the server in a background thread on 127.0.0.1, for tests and benchmarks."""
+"""Helpers for tests and benchmarks: the server in a background thread on 127.0.0.1, and ingest log entries."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import uvicorn
+
+from upsignal.server.ingest import RequestEntry, check_request
 
 
 class ServerThread:
@@ -50,3 +54,11 @@ def serve_in_thread(app: Any) -> Iterator[ServerThread]:
         yield server
     finally:
         server.stop()
+
+
+def batch_entry(messages: list[Any], received_at: datetime, source: str = "test",
+                future_tolerance: timedelta = timedelta(hours=1)) -> RequestEntry:
+    """The ingest log entry of a /v1/batch request carrying ``messages``."""
+    body = orjson.dumps({"batch": messages})
+    checked = check_request(body, "batch", received_at, future_tolerance)
+    return checked.entry(body, "batch", received_at, source, future_tolerance)

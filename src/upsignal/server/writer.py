@@ -1,26 +1,36 @@
 """Durable ingest: acknowledge requests after a synced append to the ingest log, load DuckDB behind it.
 
-Request handlers put their Arrow tables on a queue and wait. Two threads follow:
+Request handlers put their validated requests (``ingest.RequestEntry``) on a
+queue and wait. Two threads follow:
 
-- the log thread takes everything queued (up to ``max_record_rows``) and appends
-  it as one record to the ingest log (``ingest_log.py``). It syncs the file once
-  with ``fdatasync`` and only then wakes the waiting handlers, whose events now
-  survive ``kill -9`` of the server;
-- the loader thread stores all records handed to it so far in one DuckDB
-  transaction (``loader.load_records``): events deduplicated by messageId,
-  counters, the identities touched for live scoring and the loaded position.
-  Then it deletes log segments that are wholly loaded.
+- the log thread takes everything queued (up to ``max_record_rows`` events) and
+  appends it as one record to the ingest log (``ingest_log.py``). It syncs the
+  file once with ``fdatasync`` and only then wakes the waiting handlers, whose
+  events now survive ``kill -9`` of the server;
+- the loader thread has a worker process read back all records appended so
+  far and build their rows (``loader.build_logged``), then stores them in one
+  DuckDB transaction (``loader.store_events``): events deduplicated by
+  messageId, counters, the identities touched for live scoring and the loaded
+  position. Then it deletes log segments that are wholly loaded.
 
-Rows acknowledged but not yet loaded stay in memory for the loader. Once their
-Arrow size would pass ``max_unloaded_bytes``, ``write`` raises WriterUnavailable,
-which the endpoints send as 503 with Retry-After, so memory stays bounded when
-DuckDB falls behind. An in-memory store has no file to keep a log next to, so
-there the handlers wait for the load instead.
+Row building runs in a process of its own, at a lower CPU priority. In a thread
+of the server, its 3 to 4 microseconds of Python per event held the GIL that the
+event loop needs, and benchmarks/ingest.py measured 146,587 acknowledged events/s
+with a p99 of 450 ms.
+
+The loader reads records from the log files, not from memory, so a burst that
+DuckDB cannot keep up with costs disk space, not memory. Once the request bodies
+logged but not loaded would pass ``max_unloaded_bytes``, ``write`` raises
+WriterUnavailable, which the endpoints send as 503 with Retry-After. An
+in-memory store has no file to keep a log next to, so there the handlers wait
+for the load instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import concurrent.futures.process
 import logging
 import queue
 import threading
@@ -29,20 +39,31 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from upsignal.server.ingest_log import DEFAULT_SEGMENT_BYTES, IngestLogWriter, LogRecord, LogWriteError
-from upsignal.server.loader import load_records, loaded_seq
+from upsignal.events.workers import start_pool, submit
+from upsignal.server.ingest import RequestEntry
+from upsignal.server.ingest_log import (
+    DEFAULT_SEGMENT_BYTES,
+    IngestLogWriter,
+    LogPosition,
+    LogRecord,
+    LogWriteError,
+)
+from upsignal.server.loader import build_logged, loaded_seq, records_table, store_events
 from upsignal.store import Store
 from upsignal.store.database import ingest_log_dir
 
 log = logging.getLogger(__name__)
 
-# About 280,000 events of 400-600 bytes, which the loader stores in a few seconds.
-DEFAULT_MAX_UNLOADED_BYTES = 128 * 1024 * 1024
+# ServerSettings.ingest_backlog_mb sets it for the server: about 8 million events of 400-600 bytes, which
+# the next open of the store loads after a crash, at roughly 100,000 events/s on the 2-CPU development machine.
+DEFAULT_MAX_UNLOADED_BYTES = 4096 * 1024 * 1024
 RETRY_AFTER_SECONDS = 1
 # The loader waits this long for more records after the first, because each DuckDB transaction costs about
 # 2 ms of CPU however few rows it stores. At 2,000 single-event requests per second, loading whatever was
 # queued without waiting took as much CPU as handling the requests.
 LOAD_WAIT_SECONDS = 0.2
+# The row builder yields the CPU to the event loop that acknowledges requests.
+BUILDER_NICENESS = 5
 _MAX_LOAD_RETRY_SECONDS = 30.0
 
 
@@ -56,24 +77,26 @@ class WriterUnavailable(Exception):
 
 @dataclass
 class _Pending:
-    table: pa.Table
-    rejected: int
-    nbytes: int
+    entry: RequestEntry
+    rows: int
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
 
 
 @dataclass
 class _Appended:
-    """A record in the log, on its way to the loader, with the requests still waiting for it (in-memory stores)."""
+    """A record on its way to the loader: where it is in the log, or (in-memory stores) the record itself
+    with the requests still waiting for it."""
 
-    record: LogRecord
+    position: LogPosition | None
+    record: LogRecord | None
+    rows: int
     nbytes: int
     waiting: list[_Pending] = field(default_factory=list)
 
 
 class GroupCommitWriter:
-    """Makes queued Arrow tables of event rows durable, many requests per sync, and loads them into the store."""
+    """Makes queued requests durable, many per sync, and loads their events into the store."""
 
     def __init__(
         self,
@@ -102,6 +125,7 @@ class GroupCommitWriter:
         self._stop_retrying = threading.Event()
         self._unloaded_bytes = 0
         self._unloaded_rows = 0
+        self._builder: concurrent.futures.ProcessPoolExecutor | None = None
         self._log_thread = threading.Thread(target=self._append_loop, name="upsignal-ingest-log", daemon=True)
         self._load_thread = threading.Thread(target=self._load_loop, name="upsignal-ingest-loader", daemon=True)
         self.rows = 0
@@ -118,6 +142,8 @@ class GroupCommitWriter:
             return self._loaded.wait_for(lambda: self.loaded_seq >= target, timeout)
 
     def start(self) -> None:
+        if self._log is not None:
+            self._builder = _start_builder()
         self._accepting = True
         self._log_thread.start()
         self._load_thread.start()
@@ -140,21 +166,24 @@ class GroupCommitWriter:
         if self._unloaded_rows:
             log.warning("stopped with %d events not yet stored; the next open of the store loads them from the"
                         " ingest log", self._unloaded_rows)
+        if self._builder is not None:
+            self._builder.shutdown(wait=True, cancel_futures=True)
         self._conn.close()
 
-    async def write(self, table: pa.Table, rejected: int = 0) -> None:
-        """Make a table of event rows durable; returns once they are synced to the log (or stored)."""
+    async def write(self, entry: RequestEntry) -> None:
+        """Make a request durable; returns once it is synced to the log (or stored)."""
         loop = asyncio.get_running_loop()
-        # get_total_buffer_size takes about 2 microseconds. table.nbytes, exact for sliced buffers, takes 50.
-        pending = _Pending(table, rejected, table.get_total_buffer_size(), loop.create_future(), loop)
+        rows = entry.accepted
+        pending = _Pending(entry, rows, loop.create_future(), loop)
+        nbytes = len(entry.body)
         with self._lock:
             if not self._accepting:
                 raise WriterUnavailable("the ingest writer is not running")
-            if self._unloaded_bytes and self._unloaded_bytes + pending.nbytes > self.max_unloaded_bytes:
+            if self._unloaded_bytes and self._unloaded_bytes + nbytes > self.max_unloaded_bytes:
                 raise WriterUnavailable(f"the store is {self._unloaded_rows:,} events behind the requests it"
                                         " acknowledged; retry after a short wait")
-            self._unloaded_bytes += pending.nbytes
-            self._unloaded_rows += table.num_rows
+            self._unloaded_bytes += nbytes
+            self._unloaded_rows += rows
             self._incoming.put(pending)
         await pending.future
 
@@ -167,7 +196,7 @@ class GroupCommitWriter:
                 first = self._incoming.get()
                 if first is None:
                     break
-                batch, stop = _drain(self._incoming, first, self._max_record_rows, lambda item: item.table.num_rows)
+                batch, stop = _drain(self._incoming, first, self._max_record_rows, lambda item: item.rows)
                 self._append(batch)
         finally:
             with self._lock:
@@ -175,12 +204,12 @@ class GroupCommitWriter:
             self._appended.put(None)
 
     def _append(self, batch: list[_Pending]) -> None:
-        rejected = sum(item.rejected for item in batch)
-        nbytes = sum(item.nbytes for item in batch)
-        rows = sum(item.table.num_rows for item in batch)
+        entries = [item.entry for item in batch]
+        rejected = sum(entry.rejected for entry in entries)
+        nbytes = sum(len(entry.body) for entry in entries)
+        rows = sum(item.rows for item in batch)
         try:
-            table = pa.concat_tables([item.table for item in batch]).combine_chunks()
-            seq = self._next_seq if self._log is None else self._log.append(table, rejected)
+            position = None if self._log is None else self._log.append(entries)
         except Exception as error:  # the thread must outlive any failure, or every waiting request would hang
             if isinstance(error, (LogWriteError, OSError)):
                 log.error("appending %d requests to the ingest log failed: %s", len(batch), error)
@@ -189,65 +218,120 @@ class GroupCommitWriter:
             self._release(nbytes, rows)
             _settle(batch, WriterUnavailable(f"the events could not be made durable: {error}"))
             return
-        self._next_seq = seq + 1
-        appended = _Appended(LogRecord(seq, table, rejected), nbytes)
-        if self._log is None:
-            appended.waiting = batch
+        # Counted before any request gets its response, so that a wait_loaded call after one waits for this record.
+        self._next_seq += 1
+        if position is None:
+            appended = _Appended(None, LogRecord(self._next_seq - 1, entries, rejected), rows, nbytes, batch)
         else:
+            appended = _Appended(position, None, rows, nbytes)
             _settle(batch, None)
         self._appended.put(appended)
 
     # -- loader thread ---------------------------------------------------------------------------
 
     def _load_loop(self) -> None:
+        """Store batches of records; while one is stored, the worker builds the rows of the next."""
+        ahead: tuple[list[_Appended], concurrent.futures.Future | None] | None = None
         stop = False
-        while not stop:
-            first = self._appended.get()
-            if first is None:
-                break
-            batch, stop = _drain(self._appended, first, self._max_load_rows, lambda item: item.record.table.num_rows,
-                                 self._load_wait)
-            self._load(batch)
+        while ahead is not None or not stop:
+            if ahead is None:
+                first = self._appended.get()
+                if first is None:
+                    break
+                batch, stop = _drain(self._appended, first, self._max_load_rows, lambda item: item.rows,
+                                     self._load_wait)
+                ahead = batch, self._start_build(batch)
+            (batch, building), ahead = ahead, None
+            if not stop:
+                try:
+                    following = self._appended.get_nowait()
+                except queue.Empty:
+                    pass
+                else:
+                    if following is None:
+                        stop = True
+                    else:
+                        next_batch, stop = _drain(self._appended, following, self._max_load_rows,
+                                                  lambda item: item.rows)
+                        ahead = next_batch, self._start_build(next_batch)
+            self._load(batch, building)
 
-    def _load(self, batch: list[_Appended]) -> None:
-        records = [item.record for item in batch]
+    def _start_build(self, batch: list[_Appended]) -> concurrent.futures.Future | None:
+        """Have the worker start building a batch's rows; None without one (in-memory stores)."""
+        if self._builder is None:
+            return None
+        try:
+            return submit(self._builder, build_logged, [item.position for item in batch])
+        except RuntimeError as error:  # a broken pool raises here; _load then starts a new one and builds again
+            log.error("submitting rows to build to the ingest row builder failed: %s", error)
+            return None
+
+    def _load(self, batch: list[_Appended], building: concurrent.futures.Future | None) -> None:
         waiting = [pending for item in batch for pending in item.waiting]
+        first_seq = batch[0].position.seq if batch[0].position else batch[0].record.seq
+        last_seq = first_seq + len(batch) - 1
+        nbytes, rows = sum(item.nbytes for item in batch), sum(item.rows for item in batch)
         started = time.perf_counter()
         delay = 0.1
         while True:
             try:
-                result = load_records(self._conn, records)
+                if self._builder is None:
+                    events, rejected = records_table([item.record for item in batch])
+                elif building is not None:
+                    events, rejected = self._built(building)
+                else:
+                    events, rejected = self._built(self._start_build(batch))
+                result = store_events(self._conn, events, rejected, last_seq)
                 break
             except Exception as error:  # the thread must outlive any failure, or acknowledged events would wait forever
+                building = None
                 if self._log is None:
                     log.error("storing %d queued requests failed: %s", len(waiting), error)
-                    self._release(sum(item.nbytes for item in batch), sum(record.table.num_rows for record in records))
+                    self._release(nbytes, rows)
                     _settle(waiting, WriterUnavailable(f"the store failed to save the events: {error}"))
                     return
                 log.error("loading ingest log records %d-%d failed: %s; retrying in %.1f s",
-                          records[0].seq, records[-1].seq, error, delay)
+                          first_seq, last_seq, error, delay)
                 if self._stop_retrying.wait(delay):
                     return
                 delay = min(delay * 2, _MAX_LOAD_RETRY_SECONDS)
         self.rows += result.inserted
+        self._release(nbytes, rows)
         with self._loaded:
             self.loaded_seq = result.loaded_seq
             self._loaded.notify_all()
-        self._release(sum(item.nbytes for item in batch), sum(record.table.num_rows for record in records))
         if self._log is not None:
             try:
                 self._log.delete_loaded(result.loaded_seq)
             except OSError as error:
                 log.error("deleting ingest log segments loaded up to record %d failed: %s", result.loaded_seq, error)
         log.debug("loaded %d of %d events from ingest log records %d-%d in %.1f ms", result.inserted,
-                  result.inserted + result.duplicates, records[0].seq, records[-1].seq,
-                  (time.perf_counter() - started) * 1000)
+                  result.inserted + result.duplicates, first_seq, last_seq, (time.perf_counter() - started) * 1000)
         _settle(waiting, None)
+
+    def _built(self, building: concurrent.futures.Future | None) -> tuple[pa.Table, int]:
+        """Wait for the rows the worker builds; start a new worker if the old one died."""
+        try:
+            if building is None:
+                raise concurrent.futures.process.BrokenProcessPool("the row builder did not take the batch")
+            return building.result()
+        except concurrent.futures.process.BrokenProcessPool:
+            log.error("the ingest row builder process died; starting a new one")
+            self._builder.shutdown(wait=False, cancel_futures=True)
+            self._builder = _start_builder()
+            raise
 
     def _release(self, nbytes: int, rows: int) -> None:
         with self._lock:
             self._unloaded_bytes -= nbytes
             self._unloaded_rows -= rows
+
+
+def _start_builder() -> concurrent.futures.ProcessPoolExecutor:
+    """Start the row builder process and have it import upsignal, so the first load does not wait for that."""
+    pool = start_pool(1, niceness=BUILDER_NICENESS)
+    submit(pool, records_table, [])
+    return pool
 
 
 def _drain(source: queue.SimpleQueue, first, max_rows: int, rows_of, wait: float = 0.0) -> tuple[list, bool]:
