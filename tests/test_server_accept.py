@@ -151,11 +151,12 @@ def test_odd_bytes_are_never_acknowledged_unbuildable(raw):
     assert rejected == len(checked.rejections)
 
 
-def test_integers_beyond_64_bits_are_kept_exactly():
-    """orjson cannot write them; msgspec's encoder does, so the row is built rather than the request failing."""
+def test_integers_beyond_64_bits_become_floats_on_both_paths():
+    """msgspec, which accept() decodes with, keeps such integers exact; the rows are built from orjson's floats."""
     raw = orjson.dumps({"batch": [track()]}).replace(b'"event"', b'"properties":{"big":1180591620717411303424},"event"')
-    fast_rows, _ = accepted_and_checked(raw, "batch")
-    assert fast_rows[0][10] == '{"big":1180591620717411303424}'
+    fast_rows, slow_rows = accepted_and_checked(raw, "batch")
+    assert fast_rows == slow_rows
+    assert fast_rows[0][10] == '{"big":1.1805916207174113e+21}'
 
 
 def test_properties_nested_deeper_than_orjson_writes_are_stored():

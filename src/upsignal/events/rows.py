@@ -14,7 +14,7 @@ row for any record the fast path accepts.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,10 @@ class RowContext:
     future_tolerance: timedelta = DEFAULT_FUTURE_TOLERANCE
     live: bool = False
     sent_at: datetime | None = None
+    clamp_after: datetime = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "clamp_after", self.received_at + self.future_tolerance)
 
 
 def event_row(record: Any, context: RowContext, size: int) -> tuple[Any, ...]:
@@ -143,7 +147,7 @@ def _fast_row(record: Any, context: RowContext) -> tuple[Any, ...] | None:
             happened = received_at - (sent_at - happened)
     except OverflowError:
         return None
-    clamped = happened > received_at + context.future_tolerance
+    clamped = happened > context.clamp_after
     if clamped:
         if not context.live:
             return None
@@ -166,6 +170,8 @@ def parse_timestamp(value: Any) -> datetime | None:
     if type(value) is not str or not _ISO_TIMESTAMP.match(value):
         return None
     try:
+        if value[-1] == "Z":  # already UTC, so the conversion, a third of the time, can be skipped
+            return datetime.fromisoformat(value[:-1])
         return naive_utc(datetime.fromisoformat(value))
     except (ValueError, OverflowError):
         return None

@@ -172,8 +172,13 @@ def json_bytes(value: Any, sort_keys: bool = False) -> bytes:
 
 
 def json_text(value: dict[str, Any] | None) -> str | None:
-    """The text of a properties, traits or context object as stored; None for an absent or empty one."""
-    return json_bytes(value).decode() if value else None
+    """Return the stored text of a properties, traits or context object; None for an absent or empty one."""
+    if not value:
+        return None
+    try:
+        return orjson.dumps(value).decode()  # without json_bytes' options, which cost a tenth of the call
+    except orjson.JSONEncodeError:
+        return json_bytes(value).decode()
 
 
 def to_row(

@@ -125,7 +125,7 @@ def accept(body: bytes, endpoint: str) -> Accepted | None:
             return Accepted(1, message.writeKey)
         request = _BATCH_DECODER.decode(body)
         raws = request.batch
-        # The bytes as sent are at least as many as event_row's compact serialisation measures.
+        # A message as sent is at least as long as the compact JSON that the full check measures.
         if not raws or max(map(len, raws)) > MAX_EVENT_BYTES:
             return None
         if not _acceptable(list(map(_MESSAGE_DECODER.decode, raws)), request.sentAt):

@@ -16,6 +16,7 @@ import gc
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -81,9 +82,23 @@ def records_table(records: list[LogRecord]) -> tuple[pa.Table, int]:
             gc.enable()
 
 
-def build_logged(positions: list[LogPosition]) -> tuple[pa.Table, int]:
-    """Read records back from the log and build their rows; the server runs this in a worker process."""
-    return records_table([read_record_at(position) for position in positions])
+def build_logged(positions: list[LogPosition], path: Path) -> int:
+    """Read records back from the log, write their rows to ``path`` as an Arrow IPC file, return the rejected count.
+
+    The server runs this in a worker process. A file, which the server maps into
+    memory, carries the rows back: through the pool's pipe, the server's thread
+    that received them held the GIL for about 7% of the time while copying them.
+    """
+    events, rejected = records_table([read_record_at(position) for position in positions])
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, events.schema) as writer:
+        writer.write_table(events)
+    return rejected
+
+
+def read_built(path: Path) -> pa.Table:
+    """Map the rows that build_logged wrote; the file may be deleted while the table is in use."""
+    with pa.memory_map(str(path)) as source:
+        return pa.ipc.open_file(source).read_all()
 
 
 def load_records(conn: duckdb.DuckDBPyConnection, records: list[LogRecord]) -> LoadResult:

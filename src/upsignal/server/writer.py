@@ -36,6 +36,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -48,7 +49,7 @@ from upsignal.server.ingest_log import (
     LogRecord,
     LogWriteError,
 )
-from upsignal.server.loader import build_logged, loaded_seq, records_table, store_events
+from upsignal.server.loader import build_logged, loaded_seq, read_built, records_table, store_events
 from upsignal.store import Store
 from upsignal.store.database import ingest_log_dir
 
@@ -64,6 +65,8 @@ RETRY_AFTER_SECONDS = 1
 LOAD_WAIT_SECONDS = 0.2
 # The row builder yields the CPU to the event loop that acknowledges requests.
 BUILDER_NICENESS = 5
+# Files in the log folder in which the row builder hands rows to the loader.
+BUILT_SUFFIX = ".arrow"
 _MAX_LOAD_RETRY_SECONDS = 30.0
 
 
@@ -81,6 +84,14 @@ class _Pending:
     rows: int
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
+
+
+@dataclass
+class _Build:
+    """Rows the worker is building: its result is the rejected count, and the rows go to ``path``."""
+
+    future: concurrent.futures.Future[int]
+    path: Path
 
 
 @dataclass
@@ -115,6 +126,9 @@ class GroupCommitWriter:
         self._next_seq = self.loaded_seq + 1
         directory = ingest_log_dir(store.path)
         self._log = None if directory is None else IngestLogWriter(directory, self._next_seq, segment_bytes)
+        if directory is not None:
+            for leftover in directory.glob(f"rows-*{BUILT_SUFFIX}"):
+                leftover.unlink()
         # Without a log the requests wait for the load, so the loader must not wait for more.
         self._load_wait = 0.0 if self._log is None else load_wait
         self._incoming: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
@@ -231,7 +245,7 @@ class GroupCommitWriter:
 
     def _load_loop(self) -> None:
         """Store batches of records; while one is stored, the worker builds the rows of the next."""
-        ahead: tuple[list[_Appended], concurrent.futures.Future | None] | None = None
+        ahead: tuple[list[_Appended], _Build | None] | None = None
         stop = False
         while ahead is not None or not stop:
             if ahead is None:
@@ -256,17 +270,18 @@ class GroupCommitWriter:
                         ahead = next_batch, self._start_build(next_batch)
             self._load(batch, building)
 
-    def _start_build(self, batch: list[_Appended]) -> concurrent.futures.Future | None:
+    def _start_build(self, batch: list[_Appended]) -> _Build | None:
         """Have the worker start building a batch's rows; None without one (in-memory stores)."""
         if self._builder is None:
             return None
+        path = self._log.directory / f"rows-{batch[0].position.seq}-{batch[-1].position.seq}{BUILT_SUFFIX}"
         try:
-            return submit(self._builder, build_logged, [item.position for item in batch])
+            return _Build(submit(self._builder, build_logged, [item.position for item in batch], path), path)
         except RuntimeError as error:  # a broken pool raises here; _load then starts a new one and builds again
             log.error("submitting rows to build to the ingest row builder failed: %s", error)
             return None
 
-    def _load(self, batch: list[_Appended], building: concurrent.futures.Future | None) -> None:
+    def _load(self, batch: list[_Appended], building: _Build | None) -> None:
         waiting = [pending for item in batch for pending in item.waiting]
         first_seq = batch[0].position.seq if batch[0].position else batch[0].record.seq
         last_seq = first_seq + len(batch) - 1
@@ -309,12 +324,16 @@ class GroupCommitWriter:
                   result.inserted + result.duplicates, first_seq, last_seq, (time.perf_counter() - started) * 1000)
         _settle(waiting, None)
 
-    def _built(self, building: concurrent.futures.Future | None) -> tuple[pa.Table, int]:
+    def _built(self, building: _Build | None) -> tuple[pa.Table, int]:
         """Wait for the rows the worker builds; start a new worker if the old one died."""
         try:
             if building is None:
                 raise concurrent.futures.process.BrokenProcessPool("the row builder did not take the batch")
-            return building.result()
+            rejected = building.future.result()
+            try:
+                return read_built(building.path), rejected
+            finally:
+                building.path.unlink()
         except concurrent.futures.process.BrokenProcessPool:
             log.error("the ingest row builder process died; starting a new one")
             self._builder.shutdown(wait=False, cancel_futures=True)
