@@ -203,10 +203,11 @@ def wait_until_loaded(port: int, phase: dict) -> dict:
 
 
 class CpuMeter:
-    """Measures the CPU share of the server, of this load generator and of every other process during a phase.
+    """Measures the CPU share of the server, its row builder, this load generator and every other process.
 
-    Other processes matter because the benchmark machine may be shared: their
-    share is CPU time the server could not use.
+    The row builder is the server's child process. Other processes matter
+    because the benchmark machine may be shared: their share is CPU time the
+    server could not use.
     """
 
     def __init__(self, server_pid: int):
@@ -219,25 +220,38 @@ class CpuMeter:
 
     def __exit__(self, *exc_info: object) -> None:
         end = self._sample()
-        machine, idle, server, client, wall = (after - before for after, before in zip(end, self.start))
+        machine, idle, server, builder, client, wall = (after - before for after, before in zip(end, self.start))
         cpus = os.cpu_count() or 1
         self.figures = {
             "server_cpu_percent": round(server / self.ticks_per_second / wall * 100),
+            "builder_cpu_percent": round(builder / self.ticks_per_second / wall * 100),
             "load_generator_cpu_percent": round(client / self.ticks_per_second / wall * 100),
             "other_cpu_percent": round(((machine - idle) / machine * cpus * 100)
-                                       - (server + client) / self.ticks_per_second / wall * 100),
+                                       - (server + builder + client) / self.ticks_per_second / wall * 100),
         }
 
-    def _sample(self) -> tuple[int, int, int, int, float]:
+    def _sample(self) -> tuple[int, int, int, int, int, float]:
         with open("/proc/stat") as handle:
             ticks = [int(value) for value in handle.readline().split()[1:]]
         return sum(ticks), ticks[3] + ticks[4], self._process_ticks(self.server_pid), \
+            sum(self._process_ticks(child) for child in self._children(self.server_pid)), \
             self._process_ticks(os.getpid()), time.monotonic()
 
     @staticmethod
+    def _children(pid: int) -> list[int]:
+        """Return the child processes that any thread of ``pid`` started: the row builder."""
+        children = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(child) for child in (task / "children").read_text().split()]
+        return children
+
+    @staticmethod
     def _process_ticks(pid: int) -> int:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rpartition(")")[2].split()
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+        except FileNotFoundError:  # a child that exited between listing and reading
+            return 0
         return int(fields[11]) + int(fields[12])
 
 
@@ -379,8 +393,9 @@ def report(results: dict) -> None:
                         ("durable     /v1/track          ", single)):
         print(f"{name}: {phase['events_per_second']:>9,} events/s ({phase['requests_per_second']:,} req/s),"
               f" p50 {phase['p50_ms']} ms, p99 {phase['p99_ms']} ms, {phase['failed_requests']} failed"
-              f" {phase['failed_statuses']}; CPU: server {phase['server_cpu_percent']}%, load generator"
-              f" {phase['load_generator_cpu_percent']}%, other processes {phase['other_cpu_percent']}%")
+              f" {phase['failed_statuses']}; CPU: server {phase['server_cpu_percent']}%, its row builder"
+              f" {phase['builder_cpu_percent']}%, load generator {phase['load_generator_cpu_percent']}%,"
+              f" other processes {phase['other_cpu_percent']}%")
         if "drain_seconds" in phase:
             print(f"    {phase['pending_load_at_end']:,} events still to load at the end, loaded"
                   f" {phase['drain_seconds']} s later: {phase['loaded_per_second']:,} events/s into DuckDB")
