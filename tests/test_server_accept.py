@@ -1,9 +1,9 @@
 """``accept`` passes a request only if the full check accepts every message, and the loader rebuilds the same rows.
 
-A request that ``accept`` passes is acknowledged without building its rows,
-so the loader must build later, from the logged body, exactly the rows the
-full check (orjson and ``event_row`` message by message) would have built, and
-reject none of them.
+A request that ``accept`` passes is acknowledged without building its rows.
+The loader builds them later from the logged body. It must build exactly the
+rows of the full check (orjson and ``event_row`` message by message) and reject
+none of them.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def accepted_and_checked(body: bytes, endpoint: str) -> tuple[list, list]:
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.lists(messages, min_size=1, max_size=3),
        sent_at=st.one_of(st.none(), st.just("2024-05-01T12:00:30Z"), st.just("2024-02-30T00:00:00Z"), st.just(7)))
-def test_accepted_batch_gives_the_rows_of_the_full_check(batch, sent_at):
+def test_accepted_batch_rows_match(batch, sent_at):
     body = {"batch": batch}
     if sent_at is not None:
         body["sentAt"] = sent_at
@@ -100,7 +100,7 @@ def test_accepted_batch_gives_the_rows_of_the_full_check(batch, sent_at):
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(message=messages, endpoint=st.sampled_from(["track", "identify", "group", "alias", "page", "screen"]),
        without_type=st.booleans())
-def test_accepted_single_message_gives_the_rows_of_the_full_check(message, endpoint, without_type):
+def test_accepted_single_message_rows_match(message, endpoint, without_type):
     if without_type:
         message = {key: value for key, value in message.items() if key != "type"}
     raw = orjson.dumps(message)
@@ -140,7 +140,7 @@ def test_common_batch_is_accepted():
     b'{"batch":[{"type":"track","event":"E","userId":"u","messageId":"m","timestamp":"2024-05-01T12:00:00Z"},'
     b'{"type":"track","event":"E","userId":"u","messageId":"n","timestamp":"2023-02-29T12:00:00Z"}]}',
 ])
-def test_odd_bytes_are_never_acknowledged_unbuildable(raw):
+def test_odd_bytes_acknowledged_are_built(raw):
     """Whatever the server acknowledges of such a body, the loader builds."""
     try:
         checked = check_request(raw, "batch", RECEIVED_AT, TOLERANCE)
@@ -151,7 +151,7 @@ def test_odd_bytes_are_never_acknowledged_unbuildable(raw):
     assert rejected == len(checked.rejections)
 
 
-def test_integers_beyond_64_bits_become_floats_on_both_paths():
+def test_huge_integers_become_floats():
     """msgspec, which accept() decodes with, keeps such integers exact; the rows are built from orjson's floats."""
     raw = orjson.dumps({"batch": [track()]}).replace(b'"event"', b'"properties":{"big":1180591620717411303424},"event"')
     fast_rows, slow_rows = accepted_and_checked(raw, "batch")
@@ -159,7 +159,7 @@ def test_integers_beyond_64_bits_become_floats_on_both_paths():
     assert fast_rows[0][10] == '{"big":1.1805916207174113e+21}'
 
 
-def test_properties_nested_deeper_than_orjson_writes_are_stored():
+def test_deep_properties_are_stored():
     """orjson reads 1,024 levels but writes 254; the row builder falls back to msgspec's encoder."""
     nested = b'{"a":' * 300 + b"1" + b"}" * 300
     raw = orjson.dumps({"batch": [track()]}).replace(b'"event"', b'"properties":' + nested + b',"event"')

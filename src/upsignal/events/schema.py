@@ -161,9 +161,9 @@ def event_timestamp(
 def json_bytes(value: Any, sort_keys: bool = False) -> bytes:
     """Serialise a decoded JSON value compactly.
 
-    orjson refuses integers beyond 64 bits and nesting deeper than 254 levels,
-    both of which parsers accept (msgspec keeps such integers exact; orjson.loads
-    nests up to 1,024 levels), so those values go to msgspec's encoder instead.
+    orjson cannot write integers beyond 64 bits or nesting deeper than 254
+    levels, but parsers produce both: msgspec keeps such integers exact, and
+    orjson.loads reads up to 1,024 levels. So those values go to msgspec's encoder.
     """
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS if sort_keys else None)
@@ -176,7 +176,7 @@ def json_text(value: dict[str, Any] | None) -> str | None:
     if not value:
         return None
     try:
-        return orjson.dumps(value).decode()  # without json_bytes' options, which cost a tenth of the call
+        return orjson.dumps(value).decode()  # json_bytes' options cost about a tenth of the call
     except orjson.JSONEncodeError:
         return json_bytes(value).decode()
 

@@ -121,8 +121,8 @@ def _init_worker(parent_pid: int, niceness: int) -> None:
 
 def _kill_when_parent_dies(parent_pid: int) -> None:
     # The kernel sends the signal when the thread that started this worker exits.
-    # ordered_map shuts its pool down before returning, so that thread outlives the workers;
-    # the ingest writer starts its worker from the thread that starts the server.
+    # ordered_map shuts its pool down before returning, so that thread outlives the workers.
+    # The ingest writer starts its worker from the thread that runs the server.
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0

@@ -58,7 +58,7 @@ def serve_in_thread(app: Any) -> Iterator[ServerThread]:
 
 def batch_entry(messages: list[Any], received_at: datetime, source: str = "test",
                 future_tolerance: timedelta = timedelta(hours=1)) -> RequestEntry:
-    """The ingest log entry of a /v1/batch request carrying ``messages``."""
+    """Return the ingest log entry of a /v1/batch request carrying ``messages``."""
     body = orjson.dumps({"batch": messages})
     checked = check_request(body, "batch", received_at, future_tolerance)
     return checked.entry(body, "batch", received_at, source, future_tolerance)
