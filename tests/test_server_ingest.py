@@ -299,7 +299,7 @@ def test_batch_sent_at_applies_to_its_messages(server):
     assert row["received_at"] - row["timestamp"] == pytest.approx(timedelta(minutes=10), abs=timedelta(seconds=1))
 
 
-def test_batch_sent_at_before_year_one_in_utc_is_400(server):
+def test_batch_sent_at_out_of_range_is_400(server):
     """Year 1 at UTC+1 is a time before year 1 in UTC, which Python cannot represent."""
     body = {"batch": [track()], "sentAt": "0001-01-01T00:00:00+01:00"}
 
@@ -321,6 +321,77 @@ def test_properties_nested_300_levels_are_stored(server):
     assert server.post("/v1/track", content=json.dumps(message).encode()).status_code == 200
     row = server.rows("SELECT properties FROM events WHERE message_id = ?", [message["messageId"]])[0]
     assert row["properties"].count('{"a":') == 300
+
+
+# Each case below came from trying to break the server. Before its fix, each was acknowledged and then lost,
+# or got a 500, or was stored although the full check rejects it.
+
+
+@pytest.mark.parametrize("path, body, field", [
+    # \u0661 is ARABIC-INDIC DIGIT ONE, which a regular expression's \d matches without the ASCII flag.
+    ("/v1/track", {**track(), "timestamp": "2026-12-04T1\u0661:00:00Z"}, "timestamp"),
+    ("/v1/batch", {"batch": [{**track(), "type": "track"}], "sentAt": "2026-12-04T1\u0662:00:00Z"}, "sentAt"),
+])
+def test_timestamp_with_non_ascii_digits_is_400(server, path, body, field):
+    response = server.post(path, body)
+
+    assert response.status_code == 400
+    assert field in response.text
+
+
+def test_properties_nested_1000_levels_are_stored(server):
+    """orjson reads up to 1,024 levels; msgspec, which the fast check uses, runs out of stack first."""
+    message = track()
+    text = json.dumps(message)[:-1] + ', "properties": {"a": ' + "[" * 1000 + "]" * 1000 + "}}"
+
+    assert server.post("/v1/track", content=text.encode()).status_code == 200
+    row = server.rows("SELECT properties FROM events WHERE message_id = ?", [message["messageId"]])[0]
+    assert row["properties"].count("[") == 1000
+
+
+def test_properties_nested_past_1024_levels_are_400(server):
+    text = json.dumps(track())[:-1] + ', "properties": {"a": ' + "[" * 1100 + "]" * 1100 + "}}"
+
+    assert_error(server.post("/v1/track", content=text.encode()), 400, "invalid_json")
+
+
+def test_message_growing_past_32kb_when_written_is_400(server):
+    """7,000 numbers written 1e9 (28 KB as sent) are 91 KB written as orjson writes them."""
+    message = {**track(), "type": "track"}
+    text = json.dumps({"batch": [message]})[:-3] + ', "properties": {"n": [' + ",".join(["1e9"] * 7000) + "]}}]}"
+
+    body = assert_error(server.post("/v1/batch", content=text.encode()), 400, "event_too_large")
+
+    assert body["stored"] == 0
+
+
+def test_untyped_message_near_32kb_is_400(server):
+    """The endpoint adds "type":"track" before it measures, which takes this message over the limit."""
+    message = track()
+    padding = 32_760 - len(orjson.dumps({**message, "properties": {"p": ""}}))
+    text = orjson.dumps({**message, "properties": {"p": "x" * padding}})
+    assert len(text) == 32_760
+
+    assert_error(server.post("/v1/track", content=text), 400, "event_too_large")
+
+
+def test_gzip_members_are_joined(server):
+    message = track()
+    text = orjson.dumps(message)
+    content = gzip.compress(text[:20]) + gzip.compress(text[20:])
+
+    response = server.post("/v1/track", content=content, headers={"Content-Encoding": "gzip"})
+
+    assert response.status_code == 200
+    assert server.rows("SELECT count(*) AS n FROM events WHERE message_id = ?", [message["messageId"]])[0]["n"] == 1
+
+
+@pytest.mark.parametrize("trailer", [b"\0junk", gzip.compress(b"garbage")[:6]])
+def test_gzip_with_trailing_bytes_is_400(server, trailer):
+    content = gzip.compress(orjson.dumps(track())) + trailer
+
+    assert_error(server.post("/v1/track", content=content, headers={"Content-Encoding": "gzip"}), 400,
+                 "invalid_gzip")
 
 
 def test_future_timestamp_is_clamped_and_flagged(server):

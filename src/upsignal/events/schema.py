@@ -10,7 +10,6 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import msgspec
 import orjson
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
@@ -159,16 +158,51 @@ def event_timestamp(
 
 
 def json_bytes(value: Any, sort_keys: bool = False) -> bytes:
-    """Serialise a decoded JSON value compactly.
+    """Serialise a decoded JSON value compactly, with orjson where it can.
 
-    orjson cannot write integers beyond 64 bits or nesting deeper than 254
-    levels, but parsers produce both: msgspec keeps such integers exact, and
-    orjson.loads reads up to 1,024 levels. So those values go to msgspec's encoder.
+    orjson cannot write integers beyond 64 bits (msgspec decodes them) or nesting
+    deeper than 254 levels (orjson.loads reads 1,024), so such values are written
+    by ``_json_bytes_without_recursion``.
     """
     try:
         return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except orjson.JSONEncodeError:
-        return msgspec.json.encode(value, enc_hook=str, order="sorted" if sort_keys else None)
+        return _json_bytes_without_recursion(value, sort_keys)
+
+
+class _Literal(bytes):
+    """Punctuation or a key that ``_json_bytes_without_recursion`` writes as it is."""
+
+
+def _json_bytes_without_recursion(value: Any, sort_keys: bool) -> bytes:
+    """Serialise a value of any depth with a stack of its own, so no depth hits Python's recursion limit."""
+    parts: list[bytes] = []
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is _Literal:
+            parts.append(item)
+        elif isinstance(item, dict):
+            keys = sorted(item, key=str) if sort_keys else list(item)
+            parts.append(b"{")
+            pending.append(_Literal(b"}"))
+            # Pushed last to first, so that the first key comes off the stack first.
+            for position in range(len(keys) - 1, -1, -1):
+                key = keys[position]
+                pending.append(item[key])
+                pending.append(_Literal((b"," if position else b"") + orjson.dumps(str(key)) + b":"))
+        elif isinstance(item, (list, tuple)):
+            parts.append(b"[")
+            pending.append(_Literal(b"]"))
+            for position in range(len(item) - 1, -1, -1):
+                pending.append(item[position])
+                if position:
+                    pending.append(_Literal(b","))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            parts.append(str(item).encode())
+        else:
+            parts.append(orjson.dumps(item, default=str))
+    return b"".join(parts)
 
 
 def json_text(value: dict[str, Any] | None) -> str | None:

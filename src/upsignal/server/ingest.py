@@ -81,15 +81,7 @@ def read_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     """Decompress a gzip body if needed and apply the request size limit to the JSON it carries."""
     encoding = (content_encoding or "identity").strip().lower()
     if encoding == "gzip":
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            raw = inflater.decompress(raw, limit + 1)
-        except zlib.error as error:
-            raise IngestError(400, "invalid_gzip", f"the body is not valid gzip data: {error}; send it"
-                              " compressed with gzip or drop the Content-Encoding header", field="body") from None
-        if not inflater.eof and len(raw) <= limit:
-            raise IngestError(400, "invalid_gzip", "the gzip body ends early; send the whole compressed body",
-                              field="body")
+        raw = _gunzip(raw, limit)
     elif encoding != "identity":
         raise IngestError(400, "unsupported_encoding", f"Content-Encoding {encoding!r} is not supported;"
                           " send the body uncompressed or with gzip", field="Content-Encoding")
@@ -97,6 +89,30 @@ def read_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
         raise IngestError(400, "request_too_large", f"the request body is over the {limit:,}-byte limit;"
                           " send fewer messages per request", field="body", limit=limit)
     return raw
+
+
+def _gunzip(compressed: bytes, limit: int) -> bytes:
+    """Inflate every gzip member of a body (RFC 1952 allows several), stopping once past ``limit`` bytes."""
+    parts, size, rest = [], 0, compressed
+    while True:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            part = inflater.decompress(rest, limit + 1 - size)
+        except zlib.error as error:
+            where = "" if not parts else f" after {len(compressed) - len(rest):,} bytes of whole gzip members"
+            raise IngestError(400, "invalid_gzip", f"the body is not valid gzip data{where}: {error}; send it"
+                              " compressed with gzip or drop the Content-Encoding header", field="body") from None
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            break
+        if not inflater.eof:
+            raise IngestError(400, "invalid_gzip", "the gzip body ends early; send the whole compressed body",
+                              field="body")
+        rest = inflater.unused_data
+        if not rest:
+            break
+    return b"".join(parts)
 
 
 def decode_json(raw: bytes) -> Any:
@@ -242,36 +258,50 @@ class RequestEntry(msgspec.Struct, array_like=True, frozen=True):
 def entry_rows(entry: RequestEntry) -> tuple[list[tuple[Any, ...]], int]:
     """Build the rows of a logged request; return them and the number of messages rejected."""
     context = entry.context
-    rows: list[tuple[Any, ...]] | None = None
-    if entry.accepted_whole:
-        # orjson parses faster than msgspec decodes into structs and dicts, and gives the values the full
-        # check gives. It rejects a few bodies that accept() passed, such as a byte that is not UTF-8 in a
-        # field upsignal ignores; those are decoded as accept() decoded them.
+    built = _accepted_rows(entry, context) if entry.accepted_whole else None
+    if built is None:
         try:
             messages, sent_at = request_messages(body_object(decode_json(entry.body)), entry.endpoint)
-        except IngestError:
-            try:
-                messages, sent_text = decode_messages(entry.body, entry.endpoint)
-            except msgspec.DecodeError as error:  # not expected; the full check below still finds every event
-                log.error("ingest log entry from %s received at %s no longer passes the check that accepted"
-                          " it: %s", entry.source, context.received_at, error)
-            else:
-                sent_at = None if sent_text is None else parse_timestamp(sent_text)
-                rows, rejections = _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), False)
-        else:
-            rows, rejections = _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), measure=False)
-    if rows is None:
-        try:
-            messages, sent_at = request_messages(body_object(decode_json(entry.body)), entry.endpoint)
-            rows, rejections = _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), measure=True)
+            built = _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), measure=True)
         except IngestError as error:
-            rows, rejections = [], [Rejection(0, error.code, error.message, error.field or "")]
+            built = [], [Rejection(0, error.code, error.message, error.field or "")]
+    rows, rejections = built
     if len(rows) != entry.accepted:
         # Not expected, because the server decided with the same code. Logged, so no event is lost unnoticed.
         log.error("ingest log entry from %s received at %s: %d messages valid on load, %d when acknowledged;"
                   " first rejection: %s", entry.source, context.received_at, len(rows), entry.accepted,
                   rejections[0].message if rejections else "-")
     return rows, len(rejections)
+
+
+def _accepted_rows(entry: RequestEntry, context: RowContext) -> tuple[list[tuple], list[Rejection]] | None:
+    """Build the rows of a request that accept() passed whole; None hands it to the full check.
+
+    orjson parses faster than msgspec decodes into structs and dicts, and gives
+    the values the full check gives. It rejects a few bodies that accept()
+    passed, with a byte that is not UTF-8 or a number out of range in a field
+    upsignal ignores; those are decoded as accept() decoded them.
+    """
+    try:
+        parsed = decode_json(entry.body)
+    except IngestError:
+        try:
+            messages, sent_text = decode_messages(entry.body, entry.endpoint)
+        except (msgspec.DecodeError, RecursionError) as error:
+            log.error("ingest log entry from %s received at %s no longer passes the check that accepted it: %s",
+                      entry.source, context.received_at, error)
+            return None
+        sent_at = None if sent_text is None else parse_timestamp(sent_text)
+        if sent_text is not None and sent_at is None:
+            log.error("ingest log entry from %s received at %s: batch sentAt %r no longer parses",
+                      entry.source, context.received_at, sent_text)
+            return None
+    else:
+        try:
+            messages, sent_at = request_messages(body_object(parsed), entry.endpoint)
+        except IngestError:
+            return None
+    return _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), measure=False)
 
 
 def _build_rows(messages: list[Any], context: RowContext, measure: bool) -> tuple[list[tuple], list[Rejection]]:
