@@ -26,6 +26,7 @@ from upsignal.events.schema import utc_now
 from upsignal.identity import resolve_accounts
 from upsignal.scoring.run import score_accounts
 from upsignal.server.resolve_touched import build_links, resolve_touched
+from upsignal.server.writer import lower_thread_priority
 from upsignal.signals.model import ScoringModel
 from upsignal.store import Store
 
@@ -140,6 +141,7 @@ class LiveScorer:
         return self.full_interval is not None and time.monotonic() - self._last_full >= self.full_interval
 
     def _loop(self) -> None:
+        lower_thread_priority()
         while not self._stop.wait(self.interval):
             try:
                 self.run_pass()
