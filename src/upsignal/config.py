@@ -36,6 +36,11 @@ class ServerSettings(_Section):
         default=3600.0, gt=0,
         description="Live scoring also re-scores every account this often, so windows of idle accounts move on",
     )
+    duckdb_threads: int | None = Field(
+        default=None, ge=1,
+        description="DuckDB threads while serving [default: one fewer than the CPUs, so that one is left for"
+        " acknowledging requests]",
+    )
     ingest_backlog_mb: int = Field(
         default=4096, ge=1,
         description="Acknowledged request bodies the ingest log may hold before they are loaded into the store;"
