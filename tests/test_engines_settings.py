@@ -97,6 +97,21 @@ def test_project_file_empty_master_rejected(tmp_path):
         load_project(path)
 
 
+@pytest.mark.parametrize("settings, field", [
+    ({"duckdb_threads": 100_000_000}, "server.duckdb_threads"),
+    ({"duckdb_threads": True}, "server.duckdb_threads"),
+    ({"ingest_backlog_mb": "64"}, "server.ingest_backlog_mb"),
+    ({"ingest_backlog_mb": 0}, "server.ingest_backlog_mb"),
+])
+def test_server_setting_out_of_range_rejected(tmp_path, settings, field):
+    """A huge thread count made DuckDB start threads until the system had none left."""
+    path = tmp_path / "upsignal.yaml"
+    path.write_text(yaml.safe_dump({"server": settings}))
+
+    with pytest.raises(ConfigError, match=field):
+        load_project(path)
+
+
 # -- score command checks that fail before Spark starts --------------------------------
 
 

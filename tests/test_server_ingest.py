@@ -394,6 +394,25 @@ def test_gzip_with_trailing_bytes_is_400(server, trailer):
                  "invalid_gzip")
 
 
+DEEP = "[" * 1000 + "]" * 1000
+
+
+@pytest.mark.parametrize("path, text, field", [
+    ("/v1/track", '{"event": "E", "messageId": "d1", "userId": "u", "properties": %s}' % DEEP, "properties"),
+    ("/v1/track", '{"event": "E", "messageId": "d2", "userId": %s}' % DEEP, "userId"),
+    ("/v1/track", '{"type": %s, "event": "E", "messageId": "d3", "userId": "u"}' % DEEP, "type"),
+    ("/v1/batch", '{"batch": [{"type": "track", "event": "E", "messageId": "d4", "userId": "u"}], "sentAt": %s}'
+     % DEEP, "sentAt"),
+    ("/v1/track", '{"event": "E", "messageId": "d5", "userId": "u", "timestamp": {"a": %s}}' % DEEP, "timestamp"),
+])
+def test_deep_value_in_invalid_field_is_400(server, path, text, field):
+    """The error message quoted the value with repr(), which ran out of stack at about 970 levels."""
+    response = server.post(path, content=text.encode())
+
+    assert response.status_code == 400
+    assert field in response.json()["field"]
+
+
 def test_future_timestamp_is_clamped_and_flagged(server):
     message = track(timestamp=(datetime.now(UTC) + timedelta(hours=3)).isoformat())
     assert server.post("/v1/track", message).status_code == 200

@@ -37,12 +37,12 @@ class ServerSettings(_Section):
         description="Live scoring also re-scores every account this often, so windows of idle accounts move on",
     )
     duckdb_threads: int | None = Field(
-        default=None, ge=1,
+        default=None, ge=1, le=512, strict=True,
         description="DuckDB threads while serving [default: one fewer than the CPUs, so that one is left for"
         " acknowledging requests]",
     )
     ingest_backlog_mb: int = Field(
-        default=4096, ge=1,
+        default=4096, ge=1, le=1024 * 1024, strict=True,
         description="Acknowledged request bodies the ingest log may hold before they are loaded into the store;"
         " beyond it requests get 503 with Retry-After",
     )

@@ -14,6 +14,21 @@ server maps them to the canonical JSON error shape.
 
 from __future__ import annotations
 
+import reprlib
+
+# reprlib stops at a fixed depth, where repr() of a value nested about 1,000 levels deep (which JSON
+# parsers accept) raises RecursionError.
+_short = reprlib.Repr()
+_short.maxlevel = 3
+_short.maxstring = 80
+_short.maxother = 80
+
+
+def shown_value(value: object, width: int = 80) -> str:
+    """Return a repr of a value from the input for an error message, at most ``width`` characters."""
+    text = _short.repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
 
 class UpsignalError(Exception):
     """Base class of every error that upsignal raises on purpose."""

@@ -30,7 +30,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from upsignal.errors import ImportFileError, InvalidEventError
+from upsignal.errors import ImportFileError, InvalidEventError, shown_value
 from upsignal.events.values import json_value, typed_value
 
 ValueType = Literal["string", "number", "integer", "boolean", "json"]
@@ -142,9 +142,7 @@ def _convert(value: Any, value_type: ValueType | None, column: str) -> Any:
             return json_value(value)
         return typed_value(value, value_type)
     except (ValueError, TypeError, ArithmeticError) as error:
-        value_text = repr(value)
-        if len(value_text) > 80:
-            value_text = value_text[:77] + "..."
+        value_text = shown_value(value)
         if value_type is None:
             message = (
                 f"column '{column}': {value_text} cannot be stored in an event ({error});"

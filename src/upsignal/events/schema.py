@@ -14,7 +14,7 @@ import orjson
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, model_validator
 
-from upsignal.errors import InvalidEventError
+from upsignal.errors import InvalidEventError, shown_value
 
 # Segment's HTTP tracking API rejects events over 32 KB.
 MAX_EVENT_BYTES = 32 * 1024
@@ -53,7 +53,7 @@ class Message(BaseModel):
             value = getattr(self, name)
             if value is not None and not isinstance(value, dict):
                 raise InvalidEventError(
-                    f"field '{name}': must be a JSON object, got {type(value).__name__} {value!r:.60}",
+                    f"field '{name}': must be a JSON object, got {type(value).__name__} {shown_value(value, 60)}",
                     field=name,
                     value=value,
                 )
@@ -89,9 +89,7 @@ def _describe_validation_error(error: pydantic.ValidationError) -> InvalidEventE
     first = error.errors(include_url=False)[0]
     field = ".".join(str(part) for part in first["loc"])
     value = first.get("input")
-    shown = repr(value)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
+    shown = shown_value(value)
     if field:
         message = f"field '{field}': {first['msg']} (got {shown})"
     else:

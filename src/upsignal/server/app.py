@@ -9,9 +9,9 @@ starts the ingest writer and the live scorer.
 from __future__ import annotations
 
 import contextlib
-import os
 import gc
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field

@@ -17,7 +17,7 @@ import msgspec
 import orjson
 import pyarrow as pa
 
-from upsignal.errors import InvalidEventError
+from upsignal.errors import InvalidEventError, shown_value
 from upsignal.events.rows import RowContext, event_row, json_type, naive_utc, parse_timestamp
 from upsignal.events.schema import MAX_EVENT_BYTES, MESSAGE_TYPES, json_bytes, parse_message
 from upsignal.events.writer import rows_to_table
@@ -149,10 +149,10 @@ def single_message(body: dict[str, Any], message_type: str) -> dict[str, Any]:
     """Return the body of a /v1/track-style request as a message of that endpoint's type."""
     given = body.get("type", message_type)
     if given != message_type:
-        raise IngestError(400, "invalid_event", f"field 'type' is {given!r} but /v1/{message_type} accepts only"
-                          f" {message_type!r} messages; send it to /v1/{given} or /v1/batch"
+        raise IngestError(400, "invalid_event", f"field 'type' is {shown_value(given)} but /v1/{message_type}"
+                          f" accepts only {message_type!r} messages; send it to /v1/{given} or /v1/batch"
                           if given in MESSAGE_TYPES else
-                          f"field 'type' is {given!r} but /v1/{message_type} accepts only {message_type!r}"
+                          f"field 'type' is {shown_value(given)} but /v1/{message_type} accepts only {message_type!r}"
                           " messages", field="type")
     if "type" in body:
         return body
@@ -173,7 +173,7 @@ def batch_sent_at(body: dict[str, Any]) -> datetime | None:
     try:
         return naive_utc(moment)
     except OverflowError:
-        raise IngestError(400, "invalid_body", f"field 'sentAt': {value!r} is out of the supported date range"
+        raise IngestError(400, "invalid_body", f"field 'sentAt': {shown_value(value)} is out of the supported date range"
                           " once converted to UTC; send a time between the years 1 and 9999", field="sentAt") from None
 
 
@@ -318,4 +318,8 @@ def _build_rows(messages: list[Any], context: RowContext, measure: bool) -> tupl
             rows.append(event_row(record, context, size))
         except InvalidEventError as error:
             rejections.append(Rejection(index, "invalid_event", str(error), error.field))
+        except RecursionError:  # not expected: error messages and serialisation avoid recursion on values
+            log.error("checking message %d of a request from %s ran out of stack", index, context.source)
+            rejections.append(Rejection(index, "invalid_event", "the message nests values too deeply to check;"
+                                        " send values nested at most a few hundred levels deep"))
     return rows, rejections
