@@ -94,9 +94,9 @@ class UpsignalApp:
                                     full_interval=settings.full_scoring_interval_seconds)
                 scorer.prepare()
             # DuckDB's worker threads run at normal priority and took CPU from the event loop during bursts.
-            # With one CPU left for the event loop, on 2 CPUs DuckDB's queries run only in the calling threads:
-            # the loader and the live scorer, at their lower priority (acknowledged 401,412 instead of 343,539
-            # events/s in benchmarks/ingest.py, with the same rate of storing).
+            # One fewer than the CPUs leaves one to the event loop. On 2 CPUs, DuckDB's queries then run only in
+            # the loader's and the live scorer's threads, at their lower priority. benchmarks/ingest.py measured
+            # 401,412 acknowledged events/s instead of 343,539 that way, with the same rate of storing.
             store.conn.execute(f"SET threads = {settings.duckdb_threads or max(1, (os.cpu_count() or 2) - 1)}")
             keys = active_key_sources(store)
             if not keys:

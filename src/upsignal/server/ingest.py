@@ -234,10 +234,10 @@ def prepare_events(
 class RequestEntry(msgspec.Struct, array_like=True, frozen=True):
     """One acknowledged request as the ingest log keeps it: what building its rows again takes.
 
-    ``accepted_whole`` is true when ``accept.accept`` passed every message, so the
-    rows come from ``accept.decode_messages``; otherwise the body is checked
-    message by message again, which rejects the same ``rejected`` messages,
-    because row building depends only on what the entry holds.
+    ``accepted_whole`` is true when ``accept.accept`` passed every message.
+    Otherwise the loader checks the body message by message again. That rejects
+    the same ``rejected`` messages, because row building depends only on what
+    the entry contains.
     """
 
     body: bytes
@@ -279,8 +279,8 @@ def _accepted_rows(entry: RequestEntry, context: RowContext) -> tuple[list[tuple
 
     orjson parses faster than msgspec decodes into structs and dicts, and gives
     the values the full check gives. It rejects a few bodies that accept()
-    passed, with a byte that is not UTF-8 or a number out of range in a field
-    upsignal ignores; those are decoded as accept() decoded them.
+    passed: those with a byte that is not UTF-8, or a number out of range, in a
+    field upsignal ignores. Those are decoded as accept() decoded them.
     """
     try:
         parsed = decode_json(entry.body)

@@ -58,7 +58,7 @@ from upsignal.store.database import ingest_log_dir
 log = logging.getLogger(__name__)
 
 # ServerSettings.ingest_backlog_mb sets it for the server: about 8 million events of 400-600 bytes, which
-# the next open of the store loads after a crash, at roughly 100,000 events/s on the 2-CPU development machine.
+# the next open of the store loads after a crash, at about 120,000 events/s on the 2-CPU development machine.
 DEFAULT_MAX_UNLOADED_BYTES = 4096 * 1024 * 1024
 RETRY_AFTER_SECONDS = 1
 # The loader waits this long for more records after the first, because each DuckDB transaction costs about
