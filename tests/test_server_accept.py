@@ -146,7 +146,7 @@ def test_odd_bytes_acknowledged_are_built(raw):
     try:
         checked = check_request(raw, "batch", RECEIVED_AT, TOLERANCE)
     except IngestError:
-        return  # refused whole with a 400, so nothing was acknowledged
+        return  # rejected whole with a 400, so nothing was acknowledged
     rows, rejected = entry_rows(checked.entry(raw, "batch", RECEIVED_AT, "test", TOLERANCE))
     assert len(rows) == checked.accepted
     assert rejected == len(checked.rejections)
@@ -161,7 +161,7 @@ def test_huge_integers_become_floats():
 
 
 def test_deep_properties_are_stored():
-    """orjson reads 1,024 levels but writes 254; the row builder falls back to msgspec's encoder."""
+    """orjson reads 1,024 levels but writes 254; json_bytes writes deeper values without recursion."""
     nested = b'{"a":' * 300 + b"1" + b"}" * 300
     raw = orjson.dumps({"batch": [track()]}).replace(b'"event"', b'"properties":' + nested + b',"event"')
     checked = check_request(raw, "batch", RECEIVED_AT, TOLERANCE)

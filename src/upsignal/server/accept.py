@@ -2,7 +2,7 @@
 
 Before it logs a request and acknowledges it, the event loop only decides
 whether every message is valid, because building rows costs about four times
-as much; the loader builds them later (``ingest.entry_rows``). The msgspec
+as much. The loader builds them later (``ingest.entry_rows``). The msgspec
 structs below check, while decoding, what ``events.rows.event_row`` requires
 of a message in its plain-Python path: string ids of at most 256 characters,
 the fields each type needs, and objects for properties, traits and context.

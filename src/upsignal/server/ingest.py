@@ -205,9 +205,7 @@ def check_request(body: bytes, endpoint: str, received_at: datetime, future_tole
     if whole is not None:
         return CheckedRequest(whole.write_key, whole.messages, [], whole=True)
     parsed = body_object(decode_json(body))
-    messages, sent_at = request_messages(parsed, endpoint)
-    context = RowContext(received_at, None, future_tolerance, live=True, sent_at=sent_at)
-    rows, rejections = _build_rows(messages, context, measure=True)
+    rows, rejections = _check_messages(parsed, endpoint, RowContext(received_at, None, future_tolerance, live=True))
     return CheckedRequest(parsed.get("writeKey"), len(rows), rejections)
 
 
@@ -261,8 +259,7 @@ def entry_rows(entry: RequestEntry) -> tuple[list[tuple[Any, ...]], int]:
     built = _accepted_rows(entry, context) if entry.accepted_whole else None
     if built is None:
         try:
-            messages, sent_at = request_messages(body_object(decode_json(entry.body)), entry.endpoint)
-            built = _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), measure=True)
+            built = _check_messages(body_object(decode_json(entry.body)), entry.endpoint, context)
         except IngestError as error:
             built = [], [Rejection(0, error.code, error.message, error.field or "")]
     rows, rejections = built
@@ -302,6 +299,12 @@ def _accepted_rows(entry: RequestEntry, context: RowContext) -> tuple[list[tuple
         except IngestError:
             return None
     return _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), measure=False)
+
+
+def _check_messages(body: dict[str, Any], endpoint: str, context: RowContext) -> tuple[list[tuple], list[Rejection]]:
+    """Check a parsed request body message by message, as the server does when accept() hands it on."""
+    messages, sent_at = request_messages(body, endpoint)
+    return _build_rows(messages, dataclasses.replace(context, sent_at=sent_at), measure=True)
 
 
 def _build_rows(messages: list[Any], context: RowContext, measure: bool) -> tuple[list[tuple], list[Rejection]]:

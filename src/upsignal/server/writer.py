@@ -85,7 +85,6 @@ class WriterUnavailable(Exception):
 @dataclass
 class _Pending:
     entry: RequestEntry
-    rows: int
     future: asyncio.Future[None]
     loop: asyncio.AbstractEventLoop
 
@@ -191,8 +190,7 @@ class GroupCommitWriter:
     async def write(self, entry: RequestEntry) -> None:
         """Make a request durable; returns once it is synced to the log (or stored)."""
         loop = asyncio.get_running_loop()
-        rows = entry.accepted
-        pending = _Pending(entry, rows, loop.create_future(), loop)
+        pending = _Pending(entry, loop.create_future(), loop)
         nbytes = len(entry.body)
         with self._lock:
             if not self._accepting:
@@ -201,7 +199,7 @@ class GroupCommitWriter:
                 raise WriterUnavailable(f"the store is {self._unloaded_rows:,} events behind the requests it"
                                         " acknowledged; retry after a short wait")
             self._unloaded_bytes += nbytes
-            self._unloaded_rows += rows
+            self._unloaded_rows += entry.accepted
             self._incoming.put(pending)
         await pending.future
 
@@ -214,7 +212,7 @@ class GroupCommitWriter:
                 first = self._incoming.get()
                 if first is None:
                     break
-                batch, stop = _drain(self._incoming, first, self._max_record_rows, lambda item: item.rows)
+                batch, stop = _drain(self._incoming, first, self._max_record_rows, lambda item: item.entry.accepted)
                 self._append(batch)
         finally:
             with self._lock:
@@ -225,7 +223,7 @@ class GroupCommitWriter:
         entries = [item.entry for item in batch]
         rejected = sum(entry.rejected for entry in entries)
         nbytes = sum(len(entry.body) for entry in entries)
-        rows = sum(item.rows for item in batch)
+        rows = sum(entry.accepted for entry in entries)
         try:
             position = None if self._log is None else self._log.append(entries)
         except Exception as error:  # the thread must outlive any failure, or every waiting request would hang
@@ -254,26 +252,30 @@ class GroupCommitWriter:
         stop = False
         while ahead is not None or not stop:
             if ahead is None:
-                first = self._appended.get()
-                if first is None:
+                batch, stop = self._take_batch(block=True)
+                if batch is None:
                     break
-                batch, stop = _drain(self._appended, first, self._max_load_rows, lambda item: item.rows,
-                                     self._load_wait)
                 ahead = batch, self._start_build(batch)
             (batch, building), ahead = ahead, None
             if not stop:
-                try:
-                    following = self._appended.get_nowait()
-                except queue.Empty:
-                    pass
-                else:
-                    if following is None:
-                        stop = True
-                    else:
-                        next_batch, stop = _drain(self._appended, following, self._max_load_rows,
-                                                  lambda item: item.rows)
-                        ahead = next_batch, self._start_build(next_batch)
+                following, stop = self._take_batch(block=False)
+                if following is not None:
+                    ahead = following, self._start_build(following)
             self._load(batch, building)
+
+    def _take_batch(self, block: bool) -> tuple[list[_Appended] | None, bool]:
+        """Take the next records to load, and whether the stop marker came.
+
+        The batch is None after the stop marker, or when nothing is queued and ``block`` is false.
+        """
+        try:
+            first = self._appended.get(block=block)
+        except queue.Empty:
+            return None, False
+        if first is None:
+            return None, True
+        return _drain(self._appended, first, self._max_load_rows, lambda item: item.rows,
+                      self._load_wait if block else 0.0)
 
     def _start_build(self, batch: list[_Appended]) -> _Build | None:
         """Have the worker start building a batch's rows; None without one (in-memory stores)."""
@@ -297,10 +299,8 @@ class GroupCommitWriter:
             try:
                 if self._builder is None:
                     events, rejected = records_table([item.record for item in batch])
-                elif building is not None:
-                    events, rejected = self._built(building)
                 else:
-                    events, rejected = self._built(self._start_build(batch))
+                    events, rejected = self._built(building or self._start_build(batch))
                 result = store_events(self._conn, events, rejected, last_seq)
                 break
             except Exception as error:  # the thread must outlive any failure, or acknowledged events would wait forever
